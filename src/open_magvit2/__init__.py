@@ -1,0 +1,27 @@
+"""open-magvit2: Open-MAGVIT2 lookup-free-quantisation tokenizers and the factorised AR image generator.
+
+>>> from open_magvit2 import ImageTokenizer
+>>> tok = ImageTokenizer.from_pretrained("imagenet_256_L.ckpt")   # official file, EMA weights
+>>> indices = tok.encode(images)                                    # (B, 3, 256, 256) in [-1, 1] -> (B, 16, 16)
+>>> recon = tok.decode(indices)                                     # (B, 3, 256, 256), unclamped
+"""
+
+from open_magvit2.api import crop_box, load_image, pad_to_multiple, save_image, to_uint8
+from open_magvit2.checkpoints.auto import load_pretrained
+from open_magvit2.quantize import LFQ, LFQOutput
+from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig
+
+__version__ = "0.1.0"
+__all__ = [
+    "LFQ",
+    "ImageTokenizer",
+    "LFQOutput",
+    "TokenizerConfig",
+    "__version__",
+    "crop_box",
+    "load_image",
+    "load_pretrained",
+    "pad_to_multiple",
+    "save_image",
+    "to_uint8",
+]

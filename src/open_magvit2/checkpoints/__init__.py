@@ -1,0 +1,1 @@
+"""Checkpoint formats: official ``.ckpt`` files (read-only) and our ``save_pretrained`` directories."""

@@ -1,0 +1,7 @@
+"""``python -m open_magvit2.cli``."""
+
+import sys
+
+from open_magvit2.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Building blocks of the tokenizers, written once for 2D images and causal-3D video (spec §1.1, §4.1–4.2).
+
+``dims=2`` gives the image model's plain ``nn.Conv2d`` layers; ``dims=3`` wraps ``nn.Conv3d`` in
+:class:`CausalConv3d` (state-dict name ``.conv_1``, spec §4.3) with causal zero padding in time. Everything else
+(ResBlock, down/upsampling, adaptive GroupNorm) is shared.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from open_magvit2.tokenizer.config import GROUPS
+
+NORM_EPS = 1e-6  # every GroupNorm and the AGN variance floor (spec §1.1)
+
+
+def _triple(v: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
+    return (v,) * dims if isinstance(v, int) else tuple(v)
+
+
+class CausalConv3d(nn.Module):
+    """Conv3d with zero padding k//2 in H and W, and k_t − 1 frames in front in time (spec §4.1, ``ConvBlock3D``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int, int] = 1, *, bias: bool) -> None:
+        super().__init__()
+        self.conv_1 = nn.Conv3d(cin, cout, kernel, stride=stride, padding=0, bias=bias)
+        kt, kh, kw = self.conv_1.kernel_size
+        self.pad = (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0)  # F.pad order: W, H, T
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
+        return self.conv_1(F.pad(x, self.pad))
+
+
+def conv_nd(dims: int, cin: int, cout: int, kernel: int, stride: int | tuple[int, ...] = 1, *, bias: bool) -> nn.Module:
+    """The model's convolution: ``nn.Conv2d`` with "same" zero padding for images, :class:`CausalConv3d` for video."""
+    if dims == 2:
+        return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
+    return CausalConv3d(cin, cout, kernel, stride=_triple(stride, 3), bias=bias)
+
+
+def group_norm(c: int, affine: bool = True) -> nn.GroupNorm:
+    """GN(32, c, eps 1e-6). On 5D input it normalises each group over (T, H, W) jointly (spec §4.2)."""
+    return nn.GroupNorm(GROUPS, c, eps=NORM_EPS, affine=affine)
+
+
+class ResBlock(nn.Module):
+    """``h = conv1(swish(norm1(x))); h = conv2(swish(norm2(h))); return h + shortcut(x)`` (spec §1.1).
+
+    Convs have no bias; ``nin_shortcut`` (1×1) exists only when cin != cout. Registration order (norm1, norm2,
+    conv1, conv2, nin_shortcut) keeps the official state-dict order.
+    """
+
+    def __init__(self, dims: int, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.norm2 = group_norm(cout)
+        self.conv1 = conv_nd(dims, cin, cout, 3, bias=False)
+        self.conv2 = conv_nd(dims, cout, cout, 3, bias=False)
+        self.nin_shortcut = conv_nd(dims, cin, cout, 1, bias=False) if cin != cout else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + (x if self.nin_shortcut is None else self.nin_shortcut(x))
+
+
+def depth_to_space(x: Tensor, block: tuple[int, ...]) -> Tensor:
+    """DCR depth-to-space (spec §1.1, §4.2): ``out[:, k, b·t+a, b·y+i, b·x+j] = x[:, ((a·bh+i)·bw+j)·c + k, t, y, x]``.
+
+    This is not ``F.pixel_shuffle`` order (which puts the channel index first).
+    """
+    if x.dim() == 4:  # (B, 4c, h, w) -> (B, c, 2h, 2w)
+        return rearrange(x, "b (i j c) h w -> b c (h i) (w j)", i=block[0], j=block[1])
+    return rearrange(x, "b (a i j c) t h w -> b c (t a) (h i) (w j)", a=block[0], i=block[1], j=block[2])
+
+
+class Upsampler(nn.Module):
+    """``conv1`` to c·prod(block) channels, then DCR depth-to-space (spec §1.1, §4.2).
+
+    With a temporal block of 2 the first latent frame is emitted once, not twice: T frames become 2T − 1
+    (drop frame 1 of the 2T, or keep only frame 0 when T = 1).
+    """
+
+    def __init__(self, dims: int, c: int, block: tuple[int, ...]) -> None:
+        super().__init__()
+        self.block = block
+        self.conv1 = conv_nd(dims, c, c * math.prod(block), 3, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = depth_to_space(self.conv1(x), self.block)
+        if len(self.block) == 3 and self.block[0] == 2:
+            x = torch.cat([x[:, :, :1], x[:, :, 2:]], dim=2) if x.shape[2] > 2 else x[:, :, :1]
+        return x
+
+
+class AdaptiveGroupNorm(nn.Module):
+    """GroupNorm without affine, modulated by statistics of the quantised latent (spec §1.1, "AGN").
+
+    ``gamma`` sees the per-channel standard deviation of the code map over all latent positions (the
+    *unbiased* variance plus 1e-6 — the official comment says otherwise, the code does this; NaN for a single
+    latent position), ``beta`` its mean. For video the statistics span all frames (spec §4.2), which is one
+    reason the official video model is not causal.
+    """
+
+    def __init__(self, z_channels: int, c: int) -> None:
+        super().__init__()
+        self.gn = group_norm(c, affine=False)
+        self.gamma = nn.Linear(z_channels, c)
+        self.beta = nn.Linear(z_channels, c)
+
+    def forward(self, x: Tensor, quantized: Tensor) -> Tensor:
+        q = quantized.flatten(2)  # (B, z, N) over all latent positions
+        scale = torch.sqrt(q.var(dim=-1) + NORM_EPS)  # unbiased (N − 1), spec §9 item 1
+        bias = q.mean(dim=-1)
+        expand = (...,) + (None,) * (x.dim() - 2)
+        return self.gn(x) * self.gamma(scale)[expand] + self.beta(bias)[expand]

@@ -1,0 +1,80 @@
+"""Image pre/post-processing matches the official arithmetic (spec §1.6, §7.2) and inputs are validated."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from open_magvit2 import ImageTokenizer
+from open_magvit2.api import crop_box, load_image, pad_to_multiple, psnr_uint8, to_uint8
+from open_magvit2.tokenizer import TOKENIZER_PRESETS
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.mark.parametrize(("photo", "size"), [("chelsea", 256), ("coffee", 128), ("astronaut", 256), ("chelsea", 97)])
+def test_load_image_matches_torchvision_resize_centercrop(tmp_path, photo, size):
+    transforms = pytest.importorskip("torchvision.transforms")
+    arr = getattr(skimage_data, photo)()
+    path = tmp_path / f"{photo}.png"
+    Image.fromarray(arr).save(path)
+    img = Image.open(path).convert("RGB")
+    ref = np.array(transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size)])(img)).astype(np.uint8)
+    ref = torch.from_numpy((ref / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)[None]
+    x = load_image(path, size)
+    assert x.shape == (1, 3, size, size) and x.dtype == torch.float32
+    assert torch.equal(x, ref)
+
+
+def test_to_uint8_truncates_like_official():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 5.0, -0.0039]).view(1, 1, 7).expand(3, 1, 7)
+    expected = ((np.clip(x.numpy(), -1, 1) + 1.0) / 2.0 * 255).astype(np.uint8).transpose(1, 2, 0)
+    assert np.array_equal(to_uint8(x), expected)
+    assert to_uint8(torch.zeros(3, 1, 1))[0, 0, 0] == 127  # 127.5 truncated, not rounded
+
+
+def test_pad_to_multiple_centres_and_crops_back():
+    x = torch.randn(1, 3, 37, 50)
+    padded, box = pad_to_multiple(x, 16)
+    assert padded.shape == (1, 3, 48, 64)
+    assert box == (5, 7, 37, 50)  # 11 rows: 5 top, 6 bottom; 14 cols: 7 left, 7 right
+    assert torch.equal(crop_box(padded, box), x)
+    assert padded[..., :5, :].abs().sum() == 0 and padded[..., -6:, :].abs().sum() == 0
+
+
+def test_psnr_uint8():
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert psnr_uint8(a, a) == float("inf")
+    assert psnr_uint8(a, b) == pytest.approx(10 * np.log10(255**2 / (255**2 / 48)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return ImageTokenizer(TOKENIZER_PRESETS["imagenet_256_L_tiny"]).eval()
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (torch.zeros(1, 3, 40, 32), "multiples of 16"),
+        (torch.zeros(1, 4, 32, 32), "3 channels"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float tensor"),
+        (torch.zeros(3, 32, 32), "4-D tensor"),
+    ],
+)
+def test_bad_images_raise_value_error(tiny, x, match):
+    with pytest.raises(ValueError, match=match):
+        tiny.encode(x)
+
+
+def test_bad_indices_and_codes(tiny):
+    with pytest.raises(ValueError, match=r"\[0, 2\^18\)"):
+        tiny.decode(torch.full((1, 2, 2), 2**18))
+    with pytest.raises(TypeError, match="integer"):
+        tiny.decode(torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="indices must be"):
+        tiny.decode(torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="codes must be"):
+        tiny.decode_codes(torch.ones(1, 17, 2, 2))
