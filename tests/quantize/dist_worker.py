@@ -1,0 +1,28 @@
+"""Worker of the 2-rank gloo test in test_entropy.py (a plain module so that spawned processes can import it)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from open_magvit2.quantize import LFQ, entropy_terms
+
+
+def run(rank: int, world: int, init_file: str, zs: list[torch.Tensor], temperature: float, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        z = zs[rank].clone().requires_grad_(True)
+        synced = entropy_terms(z, temperature=temperature, sync=True)
+        synced.codebook_entropy.backward()
+        local = entropy_terms(zs[rank], temperature=temperature, sync=False)
+        lfq_out = LFQ(bits=z.shape[1], temperature=temperature).train()(zs[rank])
+        result = {
+            "h_c": synced.codebook_entropy.detach(),
+            "h_s": synced.per_sample_entropy.detach(),
+            "grad": z.grad,
+            "local_h_c": local.codebook_entropy,
+            "lfq_h_c": lfq_out.codebook_entropy.detach(),
+        }
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
