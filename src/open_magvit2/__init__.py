@@ -8,15 +8,18 @@
 
 from open_magvit2.api import crop_box, load_image, pad_to_multiple, save_image, to_uint8
 from open_magvit2.checkpoints.auto import load_pretrained
+from open_magvit2.generator import ImageGenerator
 from open_magvit2.quantize import LFQ, LFQOutput
-from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig
+from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
 
 __version__ = "0.1.0"
 __all__ = [
     "LFQ",
+    "ImageGenerator",
     "ImageTokenizer",
     "LFQOutput",
     "TokenizerConfig",
+    "VideoTokenizer",
     "__version__",
     "crop_box",
     "load_image",

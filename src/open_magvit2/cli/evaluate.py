@@ -1,0 +1,157 @@
+"""``evaluate-tokenizer``, ``evaluate-generator``, ``evaluate-video``: the paper's tables, one command per row.
+
+Thin recipes over :mod:`open_magvit2.eval`; every metric network is read from a file (``--*-weights``) or the
+torch hub cache, never downloaded. See docs/evaluation.md for the command of each table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from open_magvit2.cli.common import add_device_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate-tokenizer",
+        help="rFID, PSNR, SSIM, LPIPS and codebook usage of an image tokenizer on an image folder",
+        description="Reconstruct every image of an ImageNet-val style folder (synset sub-folders or flat; sorted "
+        "order) with the official preprocessing and metrics (rFID against the same preprocessed real images, "
+        "PSNR/SSIM with the official uint8 arithmetic plus an exact variant, LPIPS alex/vgg, codebook usage). "
+        "Runs under torchrun, resumes from OUTPUT/state, writes OUTPUT/metrics.json, metrics.md, per_image.csv, "
+        "code_usage.png and worst_psnr.png.",
+    )
+    p.add_argument("--checkpoint", "-c", required=True, help="official .ckpt, save_pretrained folder or HF repo id")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
+    p.add_argument("--data", required=True, help="image folder, e.g. ImageNet val with synset sub-folders")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, default=256, help="Resize shorter side + CenterCrop (default 256)")
+    size.add_argument("--original-resolution", action="store_true",
+                      help="no resize/crop: pad to the tokenizer's factor, crop back (spec §7.2), batch 1")
+    p.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of N images")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--protocol-batch-size", type=int, default=4,
+                   help="PSNR/SSIM are means of per-batch means over this many images, as officially (default 4)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (the official original-resolution script)")
+    p.add_argument("--metric-workers", type=int, default=None,
+                   help="processes computing scikit-image SSIM (default: 4 on CUDA, 0 on CPU)")
+    p.add_argument("--save-every", type=int, default=2000, help="images per rank between resume states")
+    p.add_argument("--restart", action="store_true", help="ignore an existing resume state in OUTPUT/state")
+    _add_backbone_args(p, inception=True, i3d=False)
+    _add_run_args(p)
+    p.set_defaults(func=run_evaluate_tokenizer)
+
+    p = sub.add_parser(
+        "evaluate-generator",
+        help="FID, sFID, IS, precision and recall of an ADM-format sample .npz against a reference .npz",
+        description="The ADM evaluator's protocol with torch-fidelity's TF-compatible InceptionV3: arr_0 uint8 "
+        "images, pool_3 FID (reference mu/sigma used when stored), mixed_6/conv sFID, Inception score over splits "
+        "of 5000, k=3 precision/recall.",
+    )
+    p.add_argument("--samples", required=True, help="samples .npz (arr_0: uint8 N×H×W×3)")
+    p.add_argument("--reference", required=True, help="reference batch .npz, e.g. VIRTUAL_imagenet256_labeled.npz")
+    p.add_argument("--batch-size", type=int, default=100, help="images per Inception pass (default 100)")
+    p.add_argument("--pr-float32", action="store_true", help="precision/recall distances in float32 (ADM: float16)")
+    _add_backbone_args(p, inception=True, i3d=False, lpips=False)
+    _add_run_args(p, output_required=False)
+    p.set_defaults(func=run_evaluate_generator)
+
+    p = sub.add_parser(
+        "evaluate-video",
+        help="rFVD (I3D), per-frame LPIPS and codebook usage of a video tokenizer on a video folder",
+        description="Evaluate the centre window of every video of a fixed, sorted clip list: a sub-folder of "
+        "--data (--split, default train as the official code) or a split file (--split-list, e.g. UCF-101 "
+        "testlist01.txt). Deterministic: centre crop, no random duplicate padding (see docs/evaluation.md).",
+    )
+    p.add_argument("--checkpoint", "-c", required=True, help="official video .ckpt or save_pretrained folder")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
+    p.add_argument("--data", required=True, help="video folder, e.g. the UCF-101 root")
+    p.add_argument("--split", default="train", help="sub-folder of --data to evaluate (default: train); '' = all")
+    p.add_argument("--split-list", default=None, help="file listing videos relative to --data (overrides --split)")
+    p.add_argument("--num-frames", type=int, default=17, help="frames per clip (default 17)")
+    p.add_argument("--size", type=int, default=128, help="frame size after resize + centre crop (default 128)")
+    p.add_argument("--max-clips", type=int, default=None, help="evaluate an evenly spaced subset of N clips")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per forward pass (default 4)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    _add_backbone_args(p, inception=False, i3d=True)
+    _add_run_args(p)
+    p.set_defaults(func=run_evaluate_video)
+
+
+def _add_backbone_args(p: argparse.ArgumentParser, *, inception: bool, i3d: bool, lpips: bool = True) -> None:
+    g = p.add_argument_group("metric network weights (default: the official file name in the torch hub cache)")
+    if inception:
+        g.add_argument("--inception-weights", default=None,
+                       help="pt_inception-2015-12-05-6726825d.pth or weights-inception-2015-12-05-6726825d.pth")
+    if i3d:
+        g.add_argument("--i3d-weights", default=None, help="i3d_pretrained_400.pt")
+    if lpips:
+        g.add_argument("--lpips-alex-weights", default=None, help="alexnet-owt-7be5be79.pth (torchvision)")
+        g.add_argument("--lpips-vgg-weights", default=None, help="vgg16-397923af.pth (torchvision)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, output_required: bool = True) -> None:
+    p.add_argument("-o", "--output", required=output_required, help="folder for metrics.json, metrics.md, figures")
+    p.add_argument("--workers", type=int, default=4, help="data loading processes (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_arg(p)
+
+
+def _print(result: object, output: str | None) -> None:
+    d = {k: v for k, v in result.to_dict().items() if k not in ("protocol", "skipped")}
+    print(json.dumps(d, indent=2))
+    if output:
+        print(f"report: {Path(output) / 'metrics.md'}")
+
+
+def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
+    import torch
+
+    from open_magvit2.eval.reconstruction import TokenizerEvalConfig, evaluate_tokenizer
+
+    cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    workers = args.metric_workers if args.metric_workers is not None else (min(4, os.cpu_count() or 1) if cuda else 0)
+    cfg = TokenizerEvalConfig(
+        checkpoint=args.checkpoint, data=args.data, output=args.output, size=args.size,
+        original_resolution=args.original_resolution, weights=args.weights, batch_size=args.batch_size,
+        protocol_batch_size=args.protocol_batch_size, max_images=args.max_images,
+        inception_weights=args.inception_weights, lpips_alex_weights=args.lpips_alex_weights,
+        lpips_vgg_weights=args.lpips_vgg_weights, lpips=not args.no_lpips, device=args.device,
+        num_workers=args.workers, metric_workers=workers, save_every=args.save_every, restart=args.restart,
+        progress=not args.no_progress,
+    )
+    result = evaluate_tokenizer(cfg)
+    if result is not None:  # rank 0
+        _print(result, args.output)
+    return 0
+
+
+def run_evaluate_generator(args: argparse.Namespace) -> int:
+    from open_magvit2.eval.generation import GeneratorEvalConfig, evaluate_generator
+
+    cfg = GeneratorEvalConfig(
+        samples=args.samples, reference=args.reference, output=args.output, inception_weights=args.inception_weights,
+        device=args.device, batch_size=args.batch_size, pr_float16=not args.pr_float32, progress=not args.no_progress,
+    )
+    _print(evaluate_generator(cfg), args.output)
+    return 0
+
+
+def run_evaluate_video(args: argparse.Namespace) -> int:
+    from open_magvit2.eval.video import VideoEvalConfig, evaluate_video
+
+    cfg = VideoEvalConfig(
+        checkpoint=args.checkpoint, data=args.data, output=args.output, split=args.split or None,
+        split_list=args.split_list, num_frames=args.num_frames, size=args.size, max_clips=args.max_clips,
+        weights=args.weights, i3d_weights=args.i3d_weights, lpips_alex_weights=args.lpips_alex_weights,
+        lpips_vgg_weights=args.lpips_vgg_weights, lpips=not args.no_lpips, batch_size=args.batch_size,
+        device=args.device, num_workers=args.workers, progress=not args.no_progress,
+    )
+    result = evaluate_video(cfg)
+    _print(result, args.output)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} videos shorter than {args.num_frames} frames (listed in metrics.json)")
+    return 0

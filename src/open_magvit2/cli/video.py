@@ -1,0 +1,148 @@
+"""``reconstruct-video`` and ``tokenize-video``: the video tokenizer on video files, window by window.
+
+A video is decoded lazily and cut into windows of ``--window`` frames (17 for the released model, like Cosmos's
+``temporal_window``). Each window is an independent clip for the model (spec §4.2: it is not causal, so windows
+must not share state), so peak memory depends on the window, not on the length of the video. The last window is
+padded by repeating its last frame; the padding is dropped from every output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from open_magvit2.api import psnr_uint8
+from open_magvit2.checkpoints.auto import load_pretrained
+from open_magvit2.cli.common import add_checkpoint_args, add_device_arg, pick_device, progress, require_checkpoint
+from open_magvit2.data.video import VideoWriter, iter_frames, probe_video, uint8_to_video, video_to_uint8
+from open_magvit2.tokenizer.video import DEFAULT_WINDOW, VideoTokenizer
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reconstruct-video", help="encode and decode a video; write the reconstruction, a side-by-side mp4, PSNR",
+        description="Tokenize and reconstruct a video file window by window. Writes OUTPUT (the reconstruction) and "
+        "OUTPUT_compare.mp4 (original | reconstruction), and prints the PSNR of every frame.",
+    )
+    p.add_argument("video", type=Path, help="input video (any container FFmpeg reads)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 file")
+    p.add_argument("--compare", type=Path, default=None,
+                   help="side-by-side output (default: OUTPUT with _compare before the suffix)")
+    _add_common(p)
+    p.set_defaults(func=run_reconstruct_video)
+
+    p = sub.add_parser(
+        "tokenize-video", help="write the token indices of a video as .npy",
+        description="Encode a video file window by window. OUTPUT.npy holds int64 indices of shape (n_windows, t, "
+        "h, w), LSB-first; OUTPUT.json records the frame count, fps, window and frame size.",
+    )
+    p.add_argument("video", type=Path, help="input video (any container FFmpeg reads)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .npy file")
+    _add_common(p)
+    p.set_defaults(func=run_tokenize_video)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    add_checkpoint_args(p)
+    add_device_arg(p)
+    p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: the video's)")
+    p.add_argument("--size", type=int, default=None, help="resize the shorter side to SIZE pixels (default: keep)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="centre-crop to CROP×CROP (default: the largest multiple of the downsampling factor)")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help=f"frames per window, 4k+1 for the released model (default: {DEFAULT_WINDOW})")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+
+
+def _load(args: argparse.Namespace) -> tuple[VideoTokenizer, torch.device]:
+    device = pick_device(args.device)
+    tok = load_pretrained(require_checkpoint(args), weights=args.weights)
+    if not isinstance(tok, VideoTokenizer):
+        kind = type(tok).__name__
+        raise ValueError(f"{args.checkpoint} is not a video tokenizer ({kind}); use `reconstruct` for images")
+    tok.latent_frames(args.window)  # validates the window: 4k+1 frames for the released model
+    return tok.to(device).eval(), device
+
+
+def _windows(args: argparse.Namespace, tok: VideoTokenizer) -> tuple[Iterator[tuple[torch.Tensor, int]], int, float]:
+    """(uint8 (3, window, H, W) frames, number of real frames) per window; the number of windows; the fps."""
+    info = probe_video(args.video)
+    fps = args.fps or info.fps or 25.0
+    frames = iter_frames(args.video, fps=args.fps, size=args.size, crop=args.crop,
+                         multiple=tok.config.spatial_factor, max_frames=args.max_frames)
+    estimate = round(info.duration * fps) if info.duration else info.num_frames
+    if args.max_frames:
+        estimate = min(estimate, args.max_frames) if estimate else args.max_frames
+    w = args.window
+
+    def gen() -> Iterator[tuple[torch.Tensor, int]]:
+        buf: list[torch.Tensor] = []
+        for f in frames:
+            buf.append(f)
+            if len(buf) == w:
+                yield torch.stack(buf, dim=1), w
+                buf = []
+        if buf:  # pad the last window by repeating its last frame
+            yield torch.stack(buf + [buf[-1]] * (w - len(buf)), dim=1), len(buf)
+
+    return gen(), math.ceil(estimate / w) if estimate else 0, fps
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@torch.inference_mode()
+def run_reconstruct_video(args: argparse.Namespace) -> int:
+    tok, device = _load(args)
+    windows, total, fps = _windows(args, tok)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    compare = args.compare or args.output.with_name(f"{args.output.stem}_compare{args.output.suffix or '.mp4'}")
+    scores: list[float] = []
+    with ExitStack() as stack:  # both files appear only if every window succeeded
+        out = stack.enter_context(VideoWriter(args.output, fps))
+        side = stack.enter_context(VideoWriter(compare, fps))
+        for frames, n in progress(windows, total, "windows"):
+            rec = tok.decode(tok.encode(uint8_to_video(frames)[None].to(device)))[0, :, :n].cpu()
+            orig, recon = frames[:, :n].permute(1, 2, 3, 0).numpy(), video_to_uint8(rec)  # (n, H, W, 3) uint8
+            out.write(recon)
+            side.write(np.concatenate([orig, recon], axis=2))
+            for o, r in zip(orig, recon):
+                scores.append(psnr_uint8(o, r))
+                print(f"frame {len(scores) - 1}\tPSNR {scores[-1]:.2f} dB")
+    if not scores:
+        raise ValueError(f"no frames decoded from {args.video}")
+    print(f"mean PSNR {np.mean(scores):.2f} dB over {len(scores)} frames; wrote {args.output} and {compare}")
+    return 0
+
+
+@torch.inference_mode()
+def run_tokenize_video(args: argparse.Namespace) -> int:
+    tok, device = _load(args)
+    windows, total, fps = _windows(args, tok)
+    chunks, num_frames, size = [], 0, None
+    for frames, n in progress(windows, total, "windows"):
+        chunks.append(tok.encode(uint8_to_video(frames)[None].to(device))[0].cpu())  # (t, h, w)
+        num_frames, size = num_frames + n, list(frames.shape[2:])
+    if not chunks:
+        raise ValueError(f"no frames decoded from {args.video}")
+    indices = torch.stack(chunks).numpy()  # (n_windows, t, h, w) int64
+    out, meta = args.output, args.output.with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = {"num_frames": num_frames, "fps": fps, "window": args.window, "frame_size": size,
+            "indices_shape": list(indices.shape), "codebook_bits": tok.config.z_channels,
+            "checkpoint": str(args.checkpoint)}
+    for path, write in ((out, lambda f: np.save(f, indices)), (meta, lambda f: f.write(json.dumps(info).encode()))):
+        with open(_tmp(path), "wb") as f:
+            write(f)
+        os.replace(_tmp(path), path)
+    print(f"wrote {out} {tuple(indices.shape)} ({num_frames} frames) and {meta}")
+    return 0

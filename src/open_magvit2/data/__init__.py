@@ -1,0 +1,1 @@
+"""Data loading: video files (PyAV)."""

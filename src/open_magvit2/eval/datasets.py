@@ -1,0 +1,172 @@
+"""Evaluation inputs in a fixed, documented order: image folders, ADM ``.npz`` sample files, video clip lists.
+
+Order is what makes an evaluation reproducible and resumable: files are sorted by relative path (the official
+ImageNet ``filelist.txt`` order, spec §6.1), a subset is an evenly spaced selection of that list, and a rank of
+a distributed run takes every ``world``-th position (:func:`shard`), so no image is seen twice or skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".webm", ".mkv", ".mov")
+
+
+def list_files(root: str | Path, suffixes: tuple[str, ...], what: str) -> list[str]:
+    """Relative POSIX paths of all files under ``root`` with these suffixes (any case), sorted; hidden files and
+    folders are skipped. Works for ImageNet-val synset folders and for flat folders alike."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what} folder not found: {root}")
+    out = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.is_file() and p.suffix.lower() in suffixes and not any(s.startswith(".") for s in rel.parts):
+            out.append(rel.as_posix())
+    if not out:
+        raise ValueError(f"no {what} files ({', '.join(suffixes)}) found under {root}")
+    return sorted(out)
+
+
+def subset(items: list[str], limit: int | None) -> list[str]:
+    """The first ``limit`` of an evenly spaced selection (every class of a synset-sorted list is represented)."""
+    if limit is None or limit >= len(items):
+        return items
+    if limit < 1:
+        raise ValueError(f"the number of items to evaluate must be positive, got {limit}")
+    return [items[(i * len(items)) // limit] for i in range(limit)]
+
+
+def list_digest(items: list[str]) -> str:
+    """A short fingerprint of an ordered file list (recorded in reports and resume states)."""
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def shard(n: int, rank: int, world: int) -> list[int]:
+    """Positions 0..n−1 that rank ``rank`` of ``world`` evaluates: every world-th, so the union is exact."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is outside a world of {world}")
+    return list(range(rank, n, world))
+
+
+class ImageFiles(Dataset):
+    """(position, image (3, H, W) in [−1, 1]) with the official preprocessing (``api.load_image``)."""
+
+    def __init__(self, root: str | Path, files: list[str], positions: list[int], size: int | None) -> None:
+        self.root, self.files, self.positions, self.size = Path(root), files, positions, size
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor]:
+        from open_magvit2.api import load_image
+
+        pos = self.positions[i]
+        return pos, load_image(self.root / self.files[pos], self.size)[0]
+
+
+# ---- ADM .npz sample files ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NpzInfo:
+    path: Path
+    shape: tuple[int, ...]
+    keys: tuple[str, ...]
+
+
+def npz_info(path: str | Path, key: str = "arr_0") -> NpzInfo:
+    """Array names and the shape of ``key`` without reading the data."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as z:
+            keys = tuple(n[:-4] for n in z.namelist() if n.endswith(".npy"))
+            if key not in keys:
+                raise ValueError(f"{path} has no '{key}' array (it holds {list(keys)}); ADM sample files store "
+                                 "images as arr_0, uint8 (N, H, W, 3)")
+            with z.open(f"{key}.npy") as f:
+                shape, _, dtype = _read_npy_header(f)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path} is not an .npz file") from None
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
+        raise ValueError(f"{path}: '{key}' must be uint8 (N, H, W, 3) images, got {dtype} {shape}")
+    return NpzInfo(path, shape, keys)
+
+
+def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return read(f)
+
+
+def iter_npz_images(path: str | Path, batch_size: int, key: str = "arr_0") -> Iterator[np.ndarray]:
+    """Stream (b, H, W, 3) uint8 batches of ``key`` from an .npz without loading the whole array (a 50k×256²
+    sample file is 9.8 GB), as the ADM evaluator's streaming reader does."""
+    info = npz_info(path, key)
+    per_image = int(np.prod(info.shape[1:]))
+    with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+        _, fortran, _ = _read_npy_header(f)
+        if fortran:  # rare: column-major data cannot be streamed image by image
+            arr = np.load(path)[key]
+            for start in range(0, info.shape[0], batch_size):
+                yield np.ascontiguousarray(arr[start : start + batch_size])
+            return
+        for start in range(0, info.shape[0], batch_size):
+            n = min(batch_size, info.shape[0] - start)
+            buf = f.read(n * per_image)
+            if len(buf) != n * per_image:
+                raise ValueError(f"{path}: '{key}' is truncated (expected {info.shape[0]} images)")
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(n, *info.shape[1:])
+
+
+# ---- video clips -------------------------------------------------------------------------------------------------
+
+
+def read_split_list(path: str | Path) -> list[str]:
+    """A UCF-101 style split file (``testlist01.txt``: one relative path per line, optional label after it)."""
+    lines = Path(path).read_text().splitlines()
+    return sorted({ln.split()[0].replace("\\", "/") for ln in lines if ln.strip()})
+
+
+def centre_window(num_frames: int, length: int) -> tuple[int, int] | None:
+    """The official evaluation window (spec §6.3): frames [n//2 − length//2, …) of ``length`` frames, or None when
+    the video is shorter (the official loader would fail on it)."""
+    if num_frames < length:
+        return None
+    start = num_frames // 2 - length // 2
+    return start, start + length
+
+
+def load_clip(path: str | Path, length: int, size: int) -> Tensor | None:
+    """Decode a video (PyAV), take the centre window of ``length`` frames, resize the shorter side to ``size``
+    (bilinear, no antialias: the official cv2 resize, up to rounding) and centre-crop ``size``² (the official
+    random crop, made deterministic). Returns uint8 (3, length, size, size), or None if the video is too short."""
+    from open_magvit2.data.video import iter_frames
+
+    frames = list(iter_frames(path, multiple=1))  # (3, H, W) uint8 each, at the native frame rate
+    window = centre_window(len(frames), length)
+    if window is None:
+        return None
+    clip = torch.stack(frames[window[0] : window[1]]).float()  # (T, 3, H, W)
+    h, w = clip.shape[-2:]
+    rh, rw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)  # cv2 truncates the long side
+    if (rh, rw) != (h, w):
+        clip = F.interpolate(clip, size=(rh, rw), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    top, left = (rh - size) // 2, (rw - size) // 2
+    clip = clip[..., top : top + size, left : left + size]
+    return clip.to(torch.uint8).permute(1, 0, 2, 3).contiguous()  # (3, T, size, size)

@@ -1,0 +1,17 @@
+"""The class-conditional factorised AR generator (paper §2.3, spec §5): model, KV cache, sampling, and the
+``ImageGenerator`` API that pairs the transformer with its tokenizer."""
+
+from open_magvit2.generator.api import ImageGenerator, infer_generator_config
+from open_magvit2.generator.model import GENERATOR_PRESETS, GeneratorConfig, GeneratorTransformer
+from open_magvit2.generator.sampling import SampleOutput, filter_logits, generate_tokens
+
+__all__ = [
+    "GENERATOR_PRESETS",
+    "GeneratorConfig",
+    "GeneratorTransformer",
+    "ImageGenerator",
+    "SampleOutput",
+    "filter_logits",
+    "generate_tokens",
+    "infer_generator_config",
+]

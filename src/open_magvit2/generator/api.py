@@ -1,0 +1,238 @@
+"""``ImageGenerator``: the AR transformer together with the tokenizer that decodes its tokens (spec §5.1, §5.11).
+
+>>> gen = ImageGenerator.from_pretrained("AR_256_B.ckpt")       # official file: transformer + its own first stage
+>>> idx = gen.generate(torch.tensor([207, 360]))                 # (2, 16, 16) int64 full LFQ indices
+>>> img = gen.sample_images(torch.tensor([207]))                 # (1, 3, 256, 256) in [-1, 1]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from open_magvit2.checkpoints.hub import load_pretrained_dir, resolve_pretrained, save_pretrained_dir
+from open_magvit2.checkpoints.official import (
+    infer_tokenizer_config,
+    load_official_state_dict,
+    load_strict,
+    tokenizer_weights,
+)
+from open_magvit2.generator.model import (
+    GENERATOR_PRESETS,
+    GeneratorConfig,
+    GeneratorTransformer,
+    check_labels,
+    find_multiple,
+)
+from open_magvit2.generator.sampling import generate_tokens
+from open_magvit2.quantize import factorize_indices, unfactorize_indices
+from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig
+
+TRANSFORMER_PREFIX = "transformer."
+FIRST_STAGE_PREFIX = "first_stage_model."
+
+
+class ImageGenerator(nn.Module):
+    """Class-conditional image generator: ``.transformer`` (a :class:`GeneratorTransformer`) predicts LFQ tokens,
+    ``.tokenizer`` (an :class:`ImageTokenizer`, or None for a tokens-only model) decodes them.
+
+    Tokens are full LFQ indices, int64 (B, h, w) with h = w = ``config.grid_size``, in [0, 2^K); labels are int64
+    (B,) in [0, num_classes], where ``num_classes`` is the null (unconditional) class.
+    """
+
+    model_type: ClassVar[str] = "image_generator"
+
+    def __init__(self, *, config: GeneratorConfig, tokenizer_config: TokenizerConfig | None = None) -> None:
+        super().__init__()
+        if tokenizer_config is not None and tokenizer_config.z_channels != config.bits:
+            raise ValueError(
+                f"the tokenizer has {tokenizer_config.z_channels} bits but factorized_bits {config.factorized_bits} "
+                f"sum to {config.bits}; they must match"
+            )
+        self.config = config
+        self.transformer = GeneratorTransformer(config=config)
+        self.tokenizer = None if tokenizer_config is None else ImageTokenizer(tokenizer_config)
+
+    # ---- tokens ---------------------------------------------------------------------------------------------
+    def _split(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """Full indices (B, N) or (B, h, w) → sub-tokens (pre, post), each (B, N), with input checks."""
+        c = self.config
+        if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise ValueError("indices must be an integer tensor of full LFQ indices, (B, N) or (B, h, w)")
+        if indices.dim() == 3:
+            if tuple(indices.shape[1:]) != (c.grid_size, c.grid_size):
+                raise ValueError(f"indices must be (B, {c.grid_size}, {c.grid_size}), got {tuple(indices.shape)}")
+            indices = indices.flatten(1)
+        if indices.dim() != 2 or indices.shape[1] != c.seq_len:
+            raise ValueError(
+                f"indices must be (B, {c.seq_len}) or (B, {c.grid_size}, {c.grid_size}), got {tuple(indices.shape)}"
+            )
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= 2**c.bits):
+            raise ValueError(
+                f"indices must lie in [0, 2^{c.bits}); got [{int(indices.min())}, {int(indices.max())}]. Pass full LFQ "
+                "indices (pre + 2^k1·post), not sub-tokens, from a tokenizer with the same number of bits"
+            )
+        pre, post = factorize_indices(indices.long(), c.factorized_bits)
+        return pre, post
+
+    def logits(self, indices: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits ``(logits_pre (B, N, 2^k1), logits_post (B, N, 2^k2))`` of full indices.
+
+        No dropout and no label drop in eval mode; in train mode the training regularisation applies.
+        """
+        pre, post = self._split(indices)
+        check_labels(labels, self.config.num_classes)
+        if labels.shape[0] != pre.shape[0]:
+            raise ValueError(f"got {labels.shape[0]} labels for {pre.shape[0]} token sequences")
+        device = self.transformer.pre_emb.weight.device
+        return self.transformer(pre.to(device), post.to(device), labels.to(device))
+
+    def generate(
+        self,
+        labels: Tensor,
+        cfg_scale: float | tuple[float, float] | None = None,
+        temperature: float | tuple[float, float] | None = None,
+        top_k: int | tuple[int, int] = 0,
+        top_p: float | tuple[float, float] = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Sample full LFQ indices (B, h, w) int64 for labels (B,).
+
+        ``cfg_scale`` and ``temperature`` are (pre, post) pairs or one number for both; None takes the model's
+        defaults (``config.sample_cfg_scale`` / ``sample_temperature``, spec §5.2). A scale ≤ 1 means no guidance
+        for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
+        """
+        c = self.config
+        out = generate_tokens(
+            self.transformer,
+            labels,
+            cfg_scale=c.sample_cfg_scale if cfg_scale is None else cfg_scale,
+            temperature=c.sample_temperature if temperature is None else temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            progress=progress,
+        )
+        return unfactorize_indices((out.pre, out.post), c.factorized_bits).view(-1, c.grid_size, c.grid_size)
+
+    @torch.no_grad()
+    def decode(self, indices: Tensor) -> Tensor:
+        """Full indices (B, h, w) → images (B, 3, H, W) clamped to [−1, 1], through this model's own tokenizer."""
+        if self.tokenizer is None:
+            raise ValueError("this generator has no tokenizer (tokens-only checkpoint); decode the indices with one")
+        return self.tokenizer.decode(indices).clamp(-1.0, 1.0)
+
+    def sample_images(self, labels: Tensor, **sampling: Any) -> Tensor:
+        """``generate`` then ``decode``: images (B, 3, H, W) in [−1, 1]. Keyword arguments go to ``generate``."""
+        if self.tokenizer is None:
+            raise ValueError("this generator has no tokenizer (tokens-only checkpoint); use generate() instead")
+        return self.decode(self.generate(labels, **sampling))
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors``; reload with :meth:`from_pretrained`."""
+        tok = None if self.tokenizer is None else self.tokenizer.config.to_dict()
+        config = {"generator": self.config.to_dict(), "tokenizer": tok}
+        return save_pretrained_dir(directory, self.model_type, config, self.state_dict())
+
+    @classmethod
+    def from_weights(
+        cls, config: GeneratorConfig, tokenizer_config: TokenizerConfig | None, state_dict: Mapping[str, Tensor]
+    ) -> ImageGenerator:
+        """Build on the meta device (no random init of large models) and load ``state_dict`` strictly."""
+        with torch.device("meta"):
+            model = cls(config=config, tokenizer_config=tokenizer_config)
+        model = model.to_empty(device="cpu")
+        load_strict(model, state_dict, what="ImageGenerator")
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, revision: str | None = None, **overrides: Any) -> ImageGenerator:
+        """Load an official AR ``.ckpt``, a ``save_pretrained`` directory or a Hugging Face repo id, strictly.
+
+        For an official file the architecture is read from the tensor shapes; ``head_dim`` (default 64) and
+        ``grid_size`` (default 16) cannot be, so pass them if yours differ. Other ``GeneratorConfig`` fields can be
+        overridden too (e.g. ``sample_cfg_scale``). Its ``first_stage_model`` (raw weights) becomes ``.tokenizer``.
+        """
+        path = resolve_pretrained(path_or_id, revision)
+        if path.is_dir():
+            model_type, cfg, sd = load_pretrained_dir(path)
+            if model_type != cls.model_type:
+                raise ValueError(f"{path} holds a {model_type!r}, not an {cls.model_type!r}")
+            config = GeneratorConfig.from_dict({**cfg["generator"], **overrides})
+            tok = None if cfg.get("tokenizer") is None else TokenizerConfig.from_dict(cfg["tokenizer"])
+            return cls.from_weights(config, tok, sd)
+        return cls.from_official_state_dict(load_official_state_dict(path), **overrides)
+
+    @classmethod
+    def from_official_state_dict(cls, state_dict: Mapping[str, Tensor], **overrides: Any) -> ImageGenerator:
+        """An official ``Net2NetTransformer`` state dict (``transformer.*``, ``first_stage_model.*``) → model."""
+        others = sorted(k for k in state_dict if not k.startswith((TRANSFORMER_PREFIX, FIRST_STAGE_PREFIX)))
+        if others:
+            raise ValueError(
+                f"unexpected keys in the AR checkpoint (expected transformer.* and first_stage_model.*): {others[:8]}"
+            )
+        tsd = {k[len(TRANSFORMER_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(TRANSFORMER_PREFIX)}
+        config = infer_generator_config(tsd, **overrides)
+        weights = {TRANSFORMER_PREFIX + k: v for k, v in tsd.items()}
+        tok_config = None
+        if any(k.startswith(FIRST_STAGE_PREFIX) for k in state_dict):  # AR files keep raw first-stage weights (§5.11)
+            tw = tokenizer_weights(state_dict, weights="raw", prefix=FIRST_STAGE_PREFIX)
+            tok_config = infer_tokenizer_config(tw, factorized_bits=config.factorized_bits)
+            weights.update({"tokenizer." + k: v for k, v in tw.items()})
+        return cls.from_weights(config, tok_config, weights)
+
+
+def _count_blocks(sd: Mapping[str, Tensor], name: str) -> int:
+    ids = {int(m.group(1)) for k in sd if (m := re.match(rf"{name}\.(\d+)\.", k))}
+    if ids != set(range(len(ids))):
+        raise ValueError(f"{name}.* block numbers are not contiguous from 0: {sorted(ids)}")
+    return len(ids)
+
+
+def _bits(rows: int, what: str) -> int:
+    k = rows.bit_length() - 1
+    if k < 1 or 2**k != rows:
+        raise ValueError(f"{what} has {rows} rows, not a power of two: not a factorised Open-MAGVIT2 AR model")
+    return k
+
+
+def infer_generator_config(
+    tsd: Mapping[str, Tensor], *, head_dim: int = 64, grid_size: int = 16, **overrides: Any
+) -> GeneratorConfig:
+    """Architecture of ``transformer.*`` weights (prefix removed) from their shapes (spec §5.3).
+
+    head_dim and grid size leave no trace in the weights (RoPE is not stored); the official models use 64 and 16.
+    Sampling defaults come from the matching official preset (B/L/XL, spec §5.2) when the sizes match one.
+    """
+    try:
+        dim = tsd["pre_emb.weight"].shape[1]
+        fields: dict[str, Any] = dict(
+            dim=dim,
+            n_layers=_count_blocks(tsd, "spatial_blocks"),
+            n_intra_layers=_count_blocks(tsd, "factorized_blocks"),
+            factorized_bits=(
+                _bits(tsd["pre_emb.weight"].shape[0], "pre_emb"),
+                _bits(tsd["post_emb.weight"].shape[0], "post_emb"),
+            ),
+            num_classes=tsd["class_emb.embedding_table.weight"].shape[0] - 1,
+        )
+        hidden = tsd["spatial_blocks.0.feed_forward.w1.weight"].shape[0]
+    except KeyError as e:
+        raise ValueError(f"cannot infer the generator architecture: key transformer.{e.args[0]} is missing") from None
+    if dim % head_dim:
+        raise ValueError(f"model width {dim} is not a multiple of head_dim={head_dim}; pass head_dim=...")
+    fields.update(n_heads=dim // head_dim, grid_size=grid_size)
+    if hidden != find_multiple(int(2 * 4 * dim / 3), 256):  # not the official SwiGLU width rule
+        fields["ffn_hidden"] = hidden
+    for preset in (GENERATOR_PRESETS[n] for n in ("B", "L", "XL")):
+        if (preset.dim, preset.n_layers, preset.n_intra_layers) == (dim, fields["n_layers"], fields["n_intra_layers"]):
+            fields.update(sample_cfg_scale=preset.sample_cfg_scale, sample_temperature=preset.sample_temperature)
+    fields.update(overrides)
+    return GeneratorConfig.from_dict(fields)

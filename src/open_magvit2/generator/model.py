@@ -1,0 +1,360 @@
+"""The class-conditional factorised AR transformer (paper §2.3 "next sub-token prediction"; spec §5.2–5.6).
+
+A Llama-style decoder predicts each 2^K-way LFQ token as two sub-tokens, k1 bits then k2 bits (k1 + k2 = K; the
+official checkpoints use (6, 12)). The spatial transformer reads ``[class, E[0], …, E[N−2]]`` with
+``E[n] = pre_emb[pre_n] + post_emb[post_n]`` and yields h[n]; a small intra transformer then reads the length-2
+sequence ``[h[n], pre_emb[pre_n]]`` and two heads give p(pre_n | ctx) and p(post_n | ctx, pre_n).
+
+Reading order: config + presets, helpers (RMSNorm, 2D RoPE), blocks, model. Module and parameter names are the
+official ``transformer.*`` state-dict keys (spec §5.3), registered in the official order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from open_magvit2.generator.kv_cache import KVCache
+
+
+def find_multiple(n: int, k: int) -> int:
+    """Round n up to a multiple of k (the official SwiGLU hidden-size rule)."""
+    return n if n % k == 0 else n + k - n % k
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of the factorised AR generator. ``to_dict()`` is what ``save_pretrained`` stores.
+
+    ``num_classes`` real classes; the class table has one more row, the null (unconditional) class
+    ``num_classes`` used by label dropout and classifier-free guidance. ``factorized_bits=(k1, k2)``: any split of
+    the tokenizer's K bits into two sub-tokens; the official checkpoints use (6, 12). ``sample_*`` are the sampling
+    defaults of ``generate`` (spec §5.2: they belong to the released model, not to the sampler).
+    """
+
+    dim: int = 1024
+    n_layers: int = 24  # spatial blocks
+    n_intra_layers: int = 2  # "factorized" blocks of the intra (next sub-token) transformer
+    n_heads: int = 16
+    grid_size: int = 16  # tokens form a grid_size × grid_size raster
+    num_classes: int = 1000
+    factorized_bits: tuple[int, int] = (6, 12)
+    ffn_hidden: int | None = None  # SwiGLU width; None → the official rule, see ffn_dim
+    multiple_of: int = 256
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    # Training-time regularisation (spec §5.2/§5.6); none of it is active in eval mode.
+    label_dropout: float = 0.1  # labels → null class with this probability
+    token_dropout: float = 0.1  # Dropout on the input sequence embeddings
+    resid_dropout: float = 0.1  # after the attention output projection
+    ffn_dropout: float = 0.1  # after the SwiGLU output projection
+    initializer_range: float = 0.02
+    sample_cfg_scale: tuple[float, float] = (1.9, 2.0)
+    sample_temperature: tuple[float, float] = (1.0, 1.0)
+    head_dim: int = field(init=False)
+    seq_len: int = field(init=False)  # N = grid_size², tokens per image
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen dataclass: normalise fields and fill the derived ones once
+        set_(self, "factorized_bits", tuple(int(b) for b in self.factorized_bits))
+        set_(self, "sample_cfg_scale", tuple(float(s) for s in self.sample_cfg_scale))
+        set_(self, "sample_temperature", tuple(float(t) for t in self.sample_temperature))
+        if len(self.factorized_bits) != 2 or min(self.factorized_bits) < 1:
+            raise ValueError(f"factorized_bits must be two positive bit counts (k1, k2), got {self.factorized_bits}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
+        set_(self, "head_dim", self.dim // self.n_heads)
+        if self.head_dim % 4:
+            raise ValueError(f"head_dim={self.head_dim} must be a multiple of 4 for the 2D RoPE (two axes of pairs)")
+        if self.grid_size < 1 or self.num_classes < 1 or self.n_layers < 1 or self.n_intra_layers < 1:
+            raise ValueError("grid_size, num_classes, n_layers and n_intra_layers must all be >= 1")
+        if len(self.sample_cfg_scale) != 2 or len(self.sample_temperature) != 2:
+            raise ValueError("sample_cfg_scale and sample_temperature must be (pre, post) pairs")
+        set_(self, "seq_len", self.grid_size**2)
+
+    @property
+    def ffn_dim(self) -> int:
+        """SwiGLU hidden width: ``ffn_hidden`` if set, else ``find_multiple(int(8·dim/3), multiple_of)`` (§5.2)."""
+        return self.ffn_hidden or find_multiple(int(2 * 4 * self.dim / 3), self.multiple_of)
+
+    @property
+    def bits(self) -> int:
+        """K, bits of a full LFQ token."""
+        return sum(self.factorized_bits)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, int]:
+        return (2 ** self.factorized_bits[0], 2 ** self.factorized_bits[1])
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("head_dim", "seq_len"):
+            d.pop(k)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GeneratorConfig:
+        known = {f.name for f in fields(cls) if f.init}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GeneratorConfig keys {sorted(unknown)}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+def _preset(dim: int, n_layers: int, n_intra: int, n_heads: int, cfg: tuple, temp: tuple) -> GeneratorConfig:
+    return GeneratorConfig(
+        dim=dim,
+        n_layers=n_layers,
+        n_intra_layers=n_intra,
+        n_heads=n_heads,
+        sample_cfg_scale=cfg,
+        sample_temperature=temp,
+    )
+
+
+# Official sizes and sampling settings (spec §5.2). "tiny" is the ar_tiny golden fixture's architecture.
+GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
+    "B": _preset(1024, 24, 2, 16, (1.9, 2.0), (1.0, 1.0)),
+    "L": _preset(1280, 36, 3, 20, (1.9, 1.9), (1.1, 1.0)),
+    "XL": _preset(1536, 48, 4, 24, (1.75, 1.85), (1.1, 1.0)),
+    "tiny": GeneratorConfig(dim=128, n_layers=2, n_intra_layers=1, n_heads=2, num_classes=10),
+}
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+class RMSNorm(nn.Module):
+    """``y = (x_f32 · rsqrt(mean(x_f32²) + eps)).to(x.dtype) · weight`` (spec §5.4)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_2d_table(grid_size: int, head_dim: int, base: float = 10000.0) -> Tensor:
+    """The official 2D RoPE table (spec §5.5): (1 + grid², head_dim/2, 2) float32 of (cos, sin).
+
+    Pair j < head_dim/4 rotates by ``y·f_j``, pair j ≥ head_dim/4 by ``x·f_{j−head_dim/4}``, with
+    ``f_i = base^(−2i/(head_dim/2))``, for the cell (y, x) of raster position p = y·grid + x at row 1 + p.
+    Row 0 (the class token) is all zeros, cos included, so the class token's q and k are exactly 0 — a quirk
+    baked into the released weights (spec §9 item 2). Computed in float32 in the official order of operations.
+    """
+    half = head_dim // 2
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
+    angles = torch.outer(torch.arange(grid_size).float(), freqs)  # (grid, head_dim/4)
+    grid = torch.cat(
+        [angles[:, None, :].expand(-1, grid_size, -1), angles[None, :, :].expand(grid_size, -1, -1)], dim=-1
+    )  # (grid_y, grid_x, head_dim/2): first half by y, second half by x
+    table = torch.stack([grid.cos(), grid.sin()], dim=-1).flatten(0, 1)  # (grid², head_dim/2, 2)
+    return torch.cat([torch.zeros(1, half, 2), table])  # (1 + grid², head_dim/2, 2)
+
+
+def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
+    """Rotate interleaved pairs (2j, 2j+1) of x (B, L, H, head_dim) by the rows rope (L, head_dim/2, 2).
+
+    Computed in float32 (or wider) like the official code, but cast back to x's dtype so that a pure bf16/fp16
+    model works (the official function returns float32 and then fails in attention, spec §9 item 5).
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    xp = x.to(dtype).unflatten(-1, (-1, 2))  # (B, L, H, head_dim/2, 2)
+    cos, sin = rope.to(dtype)[None, :, None].unbind(-1)  # (1, L, 1, head_dim/2) each
+    a, b = xp.unbind(-1)
+    return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with fused ``wqkv`` (rows: q, k, v; heads contiguous), no biases (spec §5.4)."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.wqkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
+        self.wo = nn.Linear(config.dim, config.dim, bias=False)
+        self.resid_dropout = nn.Dropout(config.resid_dropout)
+
+    def forward(self, x: Tensor, rope: Tensor, cache: KVCache | None = None, start: int = 0) -> Tensor:
+        """x (B, L, D) at sequence positions [start, start + L), rope (L, head_dim/2, 2) → (B, L, D).
+
+        Without a cache the L positions attend causally among themselves (teacher forcing). With a cache the new
+        keys/values are written at [start, start + L) and the queries attend to every cached position before
+        them (prefill / decode-one-token).
+        """
+        B, L, D = x.shape
+        q, k, v = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim).unbind(2)  # (B, L, H, hd) each
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
+        mask, causal = None, L > 1
+        if cache is not None:
+            k, v = cache.update(start, k, v)  # (B, H, start + L, hd) views of the static cache
+            if start > 0 and L > 1:  # a chunk after a prefix: causal with an offset
+                pos = torch.arange(start + L, device=x.device)
+                mask, causal = pos[start:, None] >= pos[None, :], False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, H, L, hd), scale 1/√hd
+        return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, L, D)))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: ``w2(silu(w1 u) ⊙ w3 u)`` (registration order w1, w3, w2 as in the official state dict)."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(config.dim, config.ffn_dim, bias=False)
+        self.w3 = nn.Linear(config.dim, config.ffn_dim, bias=False)
+        self.w2 = nn.Linear(config.ffn_dim, config.dim, bias=False)
+        self.ffn_dropout = nn.Dropout(config.ffn_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm Llama block (spec §5.4); drop-path is identity in every official config, so it is omitted."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.attention = Attention(config)
+        self.feed_forward = FeedForward(config)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+
+    def forward(self, x: Tensor, rope: Tensor, cache: KVCache | None = None, start: int = 0) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), rope, cache, start)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding used as the start token; row ``num_classes`` is the null class (spec §5.3, §5.6 step 2)."""
+
+    def __init__(self, num_classes: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.num_classes, self.dropout = num_classes, dropout
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        """labels (B,) int64 in [0, num_classes] → (B, 1, D). In training, labels drop to the null class."""
+        if self.training and self.dropout > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.dropout
+            labels = torch.where(drop, self.num_classes, labels)
+        return self.embedding_table(labels)[:, None]
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+
+class GeneratorTransformer(nn.Module):
+    """The official ``GPT`` with token factorisation (spec §5): the ``transformer.*`` part of an AR checkpoint."""
+
+    def __init__(self, *, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        v_pre, v_post = config.vocab_sizes
+        self.pre_emb = nn.Embedding(v_pre, config.dim)
+        self.post_emb = nn.Embedding(v_post, config.dim)
+        self.class_emb = LabelEmbedder(config.num_classes, config.dim, config.label_dropout)
+        self.token_drop = nn.Dropout(config.token_dropout)
+        self.spatial_blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.factorized_blocks = nn.ModuleList(Block(config) for _ in range(config.n_intra_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.head = nn.ModuleList([nn.Linear(config.dim, v_pre, bias=False), nn.Linear(config.dim, v_post, bias=False)])
+        # Not part of the state dict: derived from the config, kept in float32 by _apply below.
+        self.register_buffer("rope", rope_2d_table(config.grid_size, config.head_dim, config.rope_base), False)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Official init (spec §5.3): every Linear and Embedding weight N(0, 0.02), both heads zero, norms 1."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+        for h in self.head:  # zero heads: every sub-token starts uniform
+            nn.init.zeros_(h.weight)
+
+    def _apply(self, fn, recurse=True):
+        # ``model.to(torch.bfloat16)`` would round the RoPE table to bf16 and ``to_empty`` would leave it
+        # uninitialised: rebuild the exact float32 table on whatever device the module now lives on.
+        out = super()._apply(fn, recurse)
+        c = self.config
+        self.rope = rope_2d_table(c.grid_size, c.head_dim, c.rope_base).to(self.rope.device)
+        return out
+
+    # --- pieces shared by teacher forcing (forward) and sampling (generator/sampling.py) ---
+
+    def embed_tokens(self, pre: Tensor, post: Tensor) -> Tensor:
+        """Sum of the two sub-token embeddings (spec §5.6 step 1): (B, L) × 2 → (B, L, D)."""
+        return self.pre_emb(pre) + self.post_emb(post)
+
+    def spatial(self, x: Tensor, start: int = 0, caches: list[KVCache] | None = None) -> Tensor:
+        """Spatial transformer on positions [start, start + L): x (B, L, D) → h (B, L, D)."""
+        rope = self.rope[start : start + x.shape[1]]
+        for i, block in enumerate(self.spatial_blocks):
+            x = block(x, rope, None if caches is None else caches[i], start)
+        return x
+
+    def intra(self, x: Tensor, start: int = 0, caches: list[KVCache] | None = None) -> Tensor:
+        """Intra transformer + final norm on intra positions [start, start + L) ⊆ {0, 1}: (R, L, D) → (R, L, D).
+
+        It reuses RoPE rows 0 and 1 of the spatial table (zero, then identity), as the official code does.
+        """
+        rope = self.rope[start : start + x.shape[1]]
+        for i, block in enumerate(self.factorized_blocks):
+            x = block(x, rope, None if caches is None else caches[i], start)
+        return self.norm(x)
+
+    def forward(self, pre: Tensor, post: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing (spec §5.6). pre, post (B, N) int64 sub-tokens; labels (B,) int64 in [0, num_classes].
+
+        Returns ``(logits_pre (B, N, 2^k1), logits_post (B, N, 2^k2))``; position n is conditioned on the class
+        and tokens < n (and, for post, on pre_n).
+        """
+        B, N = pre.shape
+        seq = torch.cat([self.class_emb(labels), self.embed_tokens(pre, post)[:, :-1]], dim=1)  # (B, N, D)
+        h = self.spatial(self.token_drop(seq))  # (B, N, D)
+        ctx = torch.stack([h, self.pre_emb(pre)], dim=2).flatten(0, 1)  # (B·N, 2, D): [h_n, pre_emb(pre_n)]
+        o = self.intra(ctx).view(B, N, 2, -1)
+        return self.head[0](o[:, :, 0]), self.head[1](o[:, :, 1])
+
+    def new_caches(self, rows: int, *, dtype: torch.dtype, device: torch.device) -> tuple[list, list]:
+        """Static KV caches for one sampling run: spatial (rows, H, N, hd) per block, intra (rows, H, 2, hd)."""
+        c = self.config
+        spatial = [
+            KVCache(rows, c.n_heads, c.seq_len, c.head_dim, dtype=dtype, device=device) for _ in range(c.n_layers)
+        ]
+        intra = [KVCache(rows, c.n_heads, 2, c.head_dim, dtype=dtype, device=device) for _ in range(c.n_intra_layers)]
+        return spatial, intra
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def check_labels(labels: Tensor, num_classes: int) -> None:
+    """ValueError unless labels is an int64-like (B,) tensor in [0, num_classes] (num_classes = null class)."""
+    if (
+        not isinstance(labels, Tensor)
+        or labels.dim() != 1
+        or labels.dtype.is_floating_point
+        or labels.dtype == torch.bool
+    ):
+        raise ValueError(f"labels must be an integer tensor of shape (B,), got {_describe(labels)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
+        raise ValueError(
+            f"class labels must lie in [0, {num_classes}] ({num_classes} = the null/unconditional class); got range "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+
+
+def _describe(x: object) -> str:
+    return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
