@@ -6,25 +6,17 @@ import argparse
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-import torch
 from tqdm import tqdm
 
+from open_magvit2.device import pick_device
+
 T = TypeVar("T")
+__all__ = ["add_checkpoint_args", "add_device_arg", "pick_device", "progress", "require_checkpoint"]
 
 NO_CHECKPOINT = (
     "--checkpoint is required: pass an official .ckpt file, a save_pretrained directory, or a Hugging Face repo id "
     "(no bundled demo model exists yet)"
 )
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """``--device`` if given, else CUDA when available, else CPU."""
-    if name:
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        return dev
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from open_magvit2.device import pick_device  # noqa: F401  (re-exported for the eval pipelines)
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -103,16 +105,6 @@ def reduce_moments(m: Any, ranks: Ranks) -> None:
     dist.all_gather_object(rows, None if m.rows is None else [r.cpu() for r in m.rows])
     m.n = int(n.item())
     m.rows = None if any(r is None for r in rows) or m.n > m.sum.numel() else [t for r in rows for t in r]
-
-
-def pick_device(name: str | None) -> torch.device:
-    """``name`` if given (CUDA must then exist), else CUDA when available, else CPU."""
-    if name:
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name}: CUDA is not available on this machine; use cpu")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def progress(items: Any, total: int, desc: str, enabled: bool = True) -> Any:
