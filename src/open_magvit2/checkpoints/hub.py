@@ -9,8 +9,6 @@ huggingface_hub).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,21 +16,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from open_magvit2.fileio import atomic_write
+
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_pretrained_dir(
@@ -46,11 +34,11 @@ def save_pretrained_dir(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     doc = {"model_type": model_type, "format_version": FORMAT_VERSION, "config": dict(config)}
     if metadata:
         doc["metadata"] = dict(metadata)
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
+    atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(json.dumps(doc, indent=2) + "\n"))
     return directory
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +22,7 @@ from open_magvit2.api import psnr_uint8
 from open_magvit2.checkpoints.auto import load_pretrained
 from open_magvit2.cli.common import add_checkpoint_args, add_device_arg, pick_device, progress, require_checkpoint
 from open_magvit2.data.video import VideoWriter, iter_frames, probe_video, uint8_to_video, video_to_uint8
+from open_magvit2.fileio import atomic_write
 from open_magvit2.tokenizer.video import DEFAULT_WINDOW, VideoTokenizer
 
 
@@ -96,10 +96,6 @@ def _windows(args: argparse.Namespace, tok: VideoTokenizer) -> tuple[Iterator[tu
     return gen(), math.ceil(estimate / w) if estimate else 0, fps
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 @torch.inference_mode()
 def run_reconstruct_video(args: argparse.Namespace) -> int:
     tok, device = _load(args)
@@ -140,9 +136,11 @@ def run_tokenize_video(args: argparse.Namespace) -> int:
     info = {"num_frames": num_frames, "fps": fps, "window": args.window, "frame_size": size,
             "indices_shape": list(indices.shape), "codebook_bits": tok.config.z_channels,
             "checkpoint": str(args.checkpoint)}
-    for path, write in ((out, lambda f: np.save(f, indices)), (meta, lambda f: f.write(json.dumps(info).encode()))):
-        with open(_tmp(path), "wb") as f:
-            write(f)
-        os.replace(_tmp(path), path)
+    def save_npy(p: Path) -> None:
+        with open(p, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+            np.save(f, indices)
+
+    atomic_write(out, save_npy)
+    atomic_write(meta, lambda p: p.write_text(json.dumps(info)))
     print(f"wrote {out} {tuple(indices.shape)} ({num_frames} frames) and {meta}")
     return 0

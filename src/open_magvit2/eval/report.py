@@ -8,19 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from open_magvit2.fileio import atomic_write
 
 
 def _json_safe(x: Any) -> Any:
@@ -37,7 +31,7 @@ def _json_safe(x: Any) -> Any:
 
 def write_json(path: str | Path, payload: dict) -> Path:
     path = Path(path)
-    _atomic_write(path, (json.dumps(_json_safe(payload), indent=2) + "\n").encode())
+    atomic_write(path, lambda p: p.write_text(json.dumps(_json_safe(payload), indent=2) + "\n"))
     return path
 
 
@@ -51,7 +45,7 @@ def markdown_table(title: str, rows: list[tuple[str, str, str]], protocol: dict[
 
 def write_markdown(path: str | Path, text: str) -> Path:
     path = Path(path)
-    _atomic_write(path, text.encode())
+    atomic_write(path, lambda p: p.write_text(text))
     return path
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from open_magvit2.device import pick_device  # noqa: F401  (re-exported for the eval pipelines)
+from open_magvit2.fileio import atomic_write
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,7 @@ def state_path(directory: str | Path, ranks: Ranks) -> Path:
 
 def save_state(path: Path, state: dict) -> None:
     """Write atomically: a crash mid-write leaves the previous state intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda p: torch.save(state, p))
 
 
 def load_state(path: Path, fingerprint: dict) -> dict | None:

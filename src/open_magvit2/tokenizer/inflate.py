@@ -35,6 +35,7 @@ from open_magvit2.checkpoints.official import (
     infer_tokenizer_config,
     load_official_state_dict,
 )
+from open_magvit2.fileio import atomic_write
 from open_magvit2.tokenizer.config import TokenizerConfig
 from open_magvit2.tokenizer.model import Tokenizer
 
@@ -112,14 +113,7 @@ def inflate_official_checkpoint(image_ckpt: str | os.PathLike[str], video_ckpt: 
     renamed, and loads with ``VideoTokenizer.from_pretrained(video_ckpt)``.
     """
     video = inflate_image_to_video(load_official_state_dict(image_ckpt))
-    dst = Path(video_ckpt)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"state_dict": video}, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    return atomic_write(video_ckpt, lambda p: torch.save({"state_dict": video}, p))
 
 
 __all__ = ["inflate_image_to_video", "inflate_official_checkpoint", "inflate_tensor"]
