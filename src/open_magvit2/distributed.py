@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     owns_group: bool = False  # True when init_distributed created the process group (shutdown destroys it)
 
     @property
@@ -54,7 +54,6 @@ def init_distributed(
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and dev.type == "cuda":
         dev = torch.device("cuda", local)

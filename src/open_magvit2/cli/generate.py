@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from open_magvit2.api import image_grid, save_image
 from open_magvit2.checkpoints.auto import load_pretrained
 from open_magvit2.cli.common import add_checkpoint_args, add_device_arg, pick_device, require_checkpoint
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.generator.fid import sample_class, sample_shard
+from open_magvit2.imaging import image_grid, save_image
 
 SAMPLING_HELP = "one value for both sub-tokens, or PRE,POST"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from open_magvit2.api import crop_box, image_grid, load_image, pad_to_multiple, psnr_uint8, save_image, to_uint8
 from open_magvit2.checkpoints.auto import load_pretrained
 from open_magvit2.cli.common import add_checkpoint_args, add_device_arg, pick_device, progress, require_checkpoint
+from open_magvit2.imaging import crop_box, image_grid, load_image, pad_to_multiple, psnr_uint8, save_image, to_uint8
 from open_magvit2.tokenizer import ImageTokenizer
 
 

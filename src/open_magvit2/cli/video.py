@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from open_magvit2.api import psnr_uint8
 from open_magvit2.checkpoints.auto import load_pretrained
 from open_magvit2.cli.common import add_checkpoint_args, add_device_arg, pick_device, progress, require_checkpoint
 from open_magvit2.data.video import VideoWriter, iter_frames, probe_video, uint8_to_video, video_to_uint8
 from open_magvit2.fileio import atomic_write
+from open_magvit2.imaging import psnr_uint8
 from open_magvit2.tokenizer.video import DEFAULT_WINDOW, VideoTokenizer
 
 

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from open_magvit2.api import to_uint8
+from open_magvit2.imaging import to_uint8
 
 INSTALL_HINT = "PyAV is needed for video files: pip install open-magvit2[video]"
 

@@ -70,7 +70,7 @@ class ImageFiles(Dataset):
         return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[int, Tensor]:
-        from open_magvit2.api import load_image
+        from open_magvit2.imaging import load_image
 
         pos = self.positions[i]
         return pos, load_image(self.root / self.files[pos], self.size)[0]

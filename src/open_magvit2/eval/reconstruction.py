@@ -166,7 +166,7 @@ class ReconstructionNets:
 @torch.inference_mode()
 def _evaluate_batch(model: nn.Module, nets: ReconstructionNets, acc: _Accumulator, positions: list[int], x: Tensor,
                     cfg: TokenizerEvalConfig, pool: ProcessPoolExecutor | None) -> None:
-    from open_magvit2.api import crop_box, pad_to_multiple
+    from open_magvit2.imaging import crop_box, pad_to_multiple
 
     box = None
     xin = x

@@ -99,7 +99,7 @@ def _fit(im: np.ndarray, side: int) -> np.ndarray:
 
 def worst_grid_png(path: str | Path, pairs: list[tuple[float, str, np.ndarray, np.ndarray]], side: int = 128) -> Path:
     """Original | reconstruction pairs of the lowest-PSNR images, four pairs per row, each labelled."""
-    from open_magvit2.api import image_grid
+    from open_magvit2.imaging import image_grid
 
     tiles = []
     for psnr, _name, gt, rec in pairs:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from open_magvit2.api import to_uint8
 from open_magvit2.generator.api import ImageGenerator
+from open_magvit2.imaging import to_uint8
 
 
 def class_seed(global_seed: int, cls: int) -> int:

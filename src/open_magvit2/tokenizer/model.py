@@ -73,7 +73,7 @@ class Tokenizer(nn.Module):
         if h % f or w % f:
             raise ValueError(
                 f"H and W must be multiples of {f} (the downsampling factor), got {h}×{w}; resize or crop, or pad "
-                "with open_magvit2.api.pad_to_multiple"
+                "with open_magvit2.imaging.pad_to_multiple"
             )
         if c.dims == 3:
             self._check_frames(x.shape[2])
