@@ -15,13 +15,18 @@ def run(rank: int, world: int, init_file: str, zs: list[torch.Tensor], temperatu
         synced = entropy_terms(z, temperature=temperature, sync=True)
         synced.codebook_entropy.backward()
         local = entropy_terms(zs[rank], temperature=temperature, sync=False)
-        lfq_out = LFQ(bits=z.shape[1], temperature=temperature).train()(zs[rank])
+        lfq = LFQ(bits=z.shape[1], temperature=temperature).train()
+        lfq_out = lfq(zs[rank], sync_codebook=True)
+        if rank == 0:  # a train-mode call that only this rank makes (logging, a picture) must not wait on rank 1
+            lone = lfq(zs[rank])
+        dist.barrier()
         result = {
             "h_c": synced.codebook_entropy.detach(),
             "h_s": synced.per_sample_entropy.detach(),
             "grad": z.grad,
             "local_h_c": local.codebook_entropy,
             "lfq_h_c": lfq_out.codebook_entropy.detach(),
+            "lone_h_c": lone.codebook_entropy.detach() if rank == 0 else None,
         }
         torch.save(result, f"{out_dir}/rank{rank}.pt")
     finally:

@@ -166,6 +166,7 @@ def test_entropy_terms_bad_temperature():
 # ---- distributed: p̄ synced over ranks ---------------------------------------------------------------------
 
 
+@pytest.mark.timeout(120)
 def test_synced_codebook_entropy_equals_concatenated_batch(tmp_path, monkeypatch):
     """2 gloo ranks with unequal batches: synced H_c = H_c of the concatenated batch on both ranks, and the
     per-rank gradient, averaged over ranks as DDP does, equals the gradient of the concatenated-batch H_c."""
@@ -188,3 +189,5 @@ def test_synced_codebook_entropy_equals_concatenated_batch(tmp_path, monkeypatch
         torch.testing.assert_close(res[r]["h_s"], entropy_terms(zs[r], temperature=TAU).per_sample_entropy)
         torch.testing.assert_close(res[r]["grad"] / world, grads[r], rtol=1e-5, atol=1e-9)
         assert not torch.allclose(res[r]["local_h_c"], res[r]["h_c"])  # sync=False keeps the per-rank value
+    # the default LFQ call is local: rank 0 made it alone (no collective, no hang) and got its own batch's value
+    torch.testing.assert_close(res[0]["lone_h_c"], res[0]["local_h_c"])

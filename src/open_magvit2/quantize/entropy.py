@@ -26,6 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from open_magvit2.quantize.codes import indices_to_codes
+
 
 class EntropyTerms(NamedTuple):
     per_sample_entropy: Tensor  # 0-d, H_s (nats)
@@ -107,12 +109,12 @@ def entropy_from_probs(p: Tensor, eps: float) -> Tensor:
     return -(p * torch.log(p.clamp_min(tiny))).sum()
 
 
-def entropy_terms(z: Tensor, *, temperature: float = 0.01, eps: float = 1e-5, sync: bool = True) -> EntropyTerms:
+def entropy_terms(z: Tensor, *, temperature: float = 0.01, eps: float = 1e-5, sync: bool = False) -> EntropyTerms:
     """H_s and H_c of z (B, K, *spatial), equal to the official values (spec §2.4) without the 2^K logits.
 
     Computed in float32 (float64 for float64 z) with autocast disabled, whatever the input dtype (spec §9.31).
-    ``sync``: when torch.distributed is initialised with > 1 rank, p̄ is averaged over all ranks' tokens
-    (the official code uses the per-rank p̄; identical on one process).
+    ``sync=True``: when torch.distributed is initialised with > 1 rank, p̄ is averaged over all ranks' tokens (a
+    collective: every rank must call it). The default, like the official code, uses the local p̄.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -131,8 +133,6 @@ def dense_entropy_terms(z: Tensor, temperature: float = 0.01, eps: float = 1e-5)
 
     Memory O(N·2^K): about 2 GiB per float32 copy at K = 18, N = 2048. Runs in z's dtype (at least float32).
     """
-    from open_magvit2.quantize.lfq import indices_to_codes  # lazy: lfq imports this module
-
     k = z.shape[1]
     dtype = torch.promote_types(z.dtype, torch.float32)
     flat = z.to(dtype).movedim(1, -1).reshape(-1, k)  # (N, K)

@@ -110,9 +110,13 @@ class Tokenizer(nn.Module):
             indices_to_codes(indices.to(next(self.parameters()).device), self.config.z_channels, dtype)
         )
 
-    def forward(self, x: Tensor) -> TokenizerOutput:
-        """Training/inspection pass: reconstruction through the straight-through codes, and the LFQ output."""
-        q = self.quantize(self.encode_latent(x))
+    def forward(self, x: Tensor, *, sync_codebook: bool = False) -> TokenizerOutput:
+        """Training/inspection pass: reconstruction through the straight-through codes, and the LFQ output.
+
+        ``sync_codebook=True`` (the training step, on every rank) averages the LFQ codebook distribution over ranks;
+        see :meth:`open_magvit2.quantize.LFQ.forward`.
+        """
+        q = self.quantize(self.encode_latent(x), sync_codebook=sync_codebook)
         return TokenizerOutput(self.decoder(q.codes), q)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------

@@ -1,0 +1,225 @@
+"""Pre-tokenised datasets: LFQ indices in memory-mappable shards with a small JSON index.
+
+One format serves ``tokenize`` (a folder of images → one token set), ``tokenize-dataset`` (a training set,
+under torchrun) and generator training, which reads the shards with random access and never runs the tokenizer
+(the official AR loop re-encodes every image at every step, spec §5.1)::
+
+    TOKENS_DIR/
+      index.json                  format, version, grid [h, w], bits, views, dtype, num_samples, shards, tokenizer, ...
+      classes.json                optional: class names, label i = classes[i]
+      shard-000000.tokens.npy     (n, V, h, w) int32 (int64 above 31 bits): full LSB-first LFQ indices (spec §2.2)
+      shard-000000.labels.npy     (n,) int64 class labels, −1 when unlabelled
+      shard-000000.keys.json      n source keys (relative paths or WebDataset keys)
+
+``V`` is the number of augmented views per image (1; 2 with flips; 10 with ten-crop). Shard ``c`` holds a fixed
+chunk of the sample list, so a run can be resumed shard by shard under any number of ranks: each file is written
+atomically and the keys file is written last, so its presence marks a complete shard. :func:`finalize_index`
+checks every shard (counts, shapes, value range, no duplicate key) before it writes ``index.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from open_magvit2.fileio import atomic_write
+
+FORMAT = "open-magvit2-tokens"
+VERSION = 1
+INDEX_NAME = "index.json"
+CLASSES_NAME = "classes.json"
+
+
+class ShardFiles(NamedTuple):
+    tokens: Path
+    labels: Path
+    keys: Path
+
+
+class TokenSample(NamedTuple):
+    tokens: np.ndarray  # (V, h, w) integer LFQ indices
+    label: int  # −1 when unlabelled
+    key: str
+
+
+def shard_files(directory: str | Path, shard_id: int) -> ShardFiles:
+    base = Path(directory) / f"shard-{shard_id:06d}"
+    return ShardFiles(Path(f"{base}.tokens.npy"), Path(f"{base}.labels.npy"), Path(f"{base}.keys.json"))
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+            np.save(f, arr)
+
+    atomic_write(path, write)
+
+
+def write_shard(
+    directory: str | Path, shard_id: int, tokens: np.ndarray, labels: np.ndarray | Sequence[int], keys: Sequence[str]
+) -> ShardFiles:
+    """Write shard ``shard_id``: tokens (n, V, h, w) (or (n, h, w) for one view), labels (n,), n keys.
+
+    Each file is written atomically, the keys last: a shard is complete exactly when its keys file exists.
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim == 3:
+        tokens = tokens[:, None]
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if tokens.ndim != 4 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"tokens must be integer (n, V, h, w) or (n, h, w); got {tokens.dtype} {tokens.shape}")
+    if not len(tokens) == len(labels) == len(keys):
+        raise ValueError(f"shard {shard_id}: {len(tokens)} token maps, {len(labels)} labels and {len(keys)} keys")
+    files = shard_files(directory, shard_id)
+    if files.keys.exists():
+        files.keys.unlink()  # rewriting a shard: it is incomplete until its keys are back
+    dtype = np.dtype(np.int64) if tokens.size and int(tokens.max()) >= 2**31 else np.dtype(np.int32)
+    _save_npy(files.tokens, np.ascontiguousarray(tokens, dtype=dtype))
+    _save_npy(files.labels, labels)
+    atomic_write(files.keys, lambda p: p.write_text(json.dumps([str(k) for k in keys])))
+    return files
+
+
+def shard_is_complete(directory: str | Path, shard_id: int) -> bool:
+    files = shard_files(directory, shard_id)
+    return all(p.is_file() for p in files)
+
+
+def read_shard_keys(directory: str | Path, shard_id: int) -> list[str]:
+    return json.loads(shard_files(directory, shard_id).keys.read_text())
+
+
+def finalize_index(directory: str | Path, meta: Mapping[str, Any], num_shards: int) -> dict[str, Any]:
+    """Verify shards ``0 .. num_shards − 1`` and write ``index.json``; returns the index.
+
+    ``meta`` must hold ``bits`` (K) and may hold anything else worth recording (``tokenizer``, ``size``,
+    ``augment``, ``num_classes``, ``source``). Raises ``ValueError`` naming the first problem: a missing shard,
+    inconsistent shapes, indices outside [0, 2^K), or a key that appears twice.
+    """
+    directory = Path(directory)
+    bits = int(meta["bits"])
+    shards, seen, shape = [], set(), None
+    for c in range(num_shards):
+        if not shard_is_complete(directory, c):
+            raise ValueError(f"{directory}: shard {c} of {num_shards} is missing or incomplete; resume the run")
+        files = shard_files(directory, c)
+        tok = np.load(files.tokens, mmap_mode="r")
+        labels = np.load(files.labels)
+        keys = read_shard_keys(directory, c)
+        if not len(tok) == len(labels) == len(keys):
+            raise ValueError(f"{files.tokens}: {len(tok)} token maps but {len(labels)} labels, {len(keys)} keys")
+        if shape is None:
+            shape = tuple(tok.shape[1:])
+        elif tuple(tok.shape[1:]) != shape:
+            raise ValueError(f"{files.tokens}: token maps {tuple(tok.shape[1:])}, earlier shards {shape}")
+        if len(tok) and (int(tok.min()) < 0 or int(tok.max()) >= 2**bits):
+            raise ValueError(f"{files.tokens}: indices outside [0, 2^{bits})")
+        dup = seen.intersection(keys)
+        if dup or len(set(keys)) != len(keys):
+            raise ValueError(f"{files.keys}: duplicated sample keys, e.g. {sorted(dup)[:3] or keys[:1]}")
+        seen.update(keys)
+        shards.append({"id": c, "count": len(tok)})
+    if shape is None:
+        raise ValueError(f"{directory}: no samples were tokenised")
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        **{k: v for k, v in meta.items() if k not in ("format", "version")},
+        "bits": bits,
+        "views": shape[0],
+        "grid": list(shape[1:]),
+        "num_samples": sum(s["count"] for s in shards),
+        "shards": shards,
+    }
+    atomic_write(directory / INDEX_NAME, lambda p: p.write_text(json.dumps(index, indent=2) + "\n"))
+    return index
+
+
+def write_classes(directory: str | Path, classes: Sequence[str]) -> Path:
+    return atomic_write(Path(directory) / CLASSES_NAME, lambda p: p.write_text(json.dumps(list(classes), indent=1)))
+
+
+def read_index(directory: str | Path) -> dict[str, Any]:
+    """``index.json`` of a token set, checked for format and version; one-line errors otherwise."""
+    path = Path(directory) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory}: not a token set (no {INDEX_NAME}); make one with `open-magvit2 tokenize-dataset`"
+        )
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an open-magvit2 token index (format {FORMAT!r})")
+    if int(index.get("version", 0)) > VERSION:
+        raise ValueError(f"{path}: token format version {index['version']} is newer than this package; upgrade")
+    return index
+
+
+class TokenShards:
+    """Random access to a token set: ``shards[i]`` → :class:`TokenSample`. Token arrays are memory-mapped."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.index = read_index(self.directory)
+        ids = [int(s["id"]) for s in self.index["shards"]]
+        self._tokens = [np.load(shard_files(self.directory, c).tokens, mmap_mode="r") for c in ids]
+        self.labels = np.concatenate([np.load(shard_files(self.directory, c).labels) for c in ids])
+        self._ids = ids
+        self._offsets = np.cumsum([0] + [len(t) for t in self._tokens])
+        self._keys: list[list[str] | None] = [None] * len(ids)
+        if self._offsets[-1] != self.index["num_samples"]:
+            raise ValueError(f"{self.directory}: index says {self.index['num_samples']} samples, shards hold "
+                             f"{self._offsets[-1]}; re-run tokenize-dataset to finish it")
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def bits(self) -> int:
+        return int(self.index["bits"])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.index["grid"]
+        return int(h), int(w)
+
+    @property
+    def views(self) -> int:
+        return int(self.index["views"])
+
+    @property
+    def classes(self) -> list[str] | None:
+        path = self.directory / CLASSES_NAME
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @property
+    def num_classes(self) -> int | None:
+        """``num_classes`` from the index, else the class list's length, else max label + 1 (None if unlabelled)."""
+        if self.index.get("num_classes") is not None:
+            return int(self.index["num_classes"])
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if len(self.labels) and self.labels.max() >= 0 else None
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        i %= len(self)
+        s = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        return s, i - int(self._offsets[s])
+
+    def key(self, i: int) -> str:
+        s, j = self._locate(i)
+        if self._keys[s] is None:
+            self._keys[s] = read_shard_keys(self.directory, self._ids[s])
+        return self._keys[s][j]
+
+    def __getitem__(self, i: int) -> TokenSample:
+        s, j = self._locate(i)
+        return TokenSample(np.asarray(self._tokens[s][j]), int(self.labels[i]), self.key(i))
