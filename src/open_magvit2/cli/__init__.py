@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from open_magvit2.cli import evaluate, generate, tokenizer, video
+from open_magvit2.cli import evaluate, generate, tokenizer, train, video
 
-_GROUPS = (tokenizer, video, generate, evaluate)
+_GROUPS = (tokenizer, video, generate, evaluate, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,70 @@
+"""``open-magvit2 plot-run``: the curves of a run's ``metrics.jsonl`` as one PNG (matplotlib, the train extra)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from open_magvit2.fileio import atomic_write
+from open_magvit2.train.run import read_metrics
+
+# Panels in reading order: a panel shows every metric whose name starts with one of its prefixes.
+PANELS = (
+    ("losses", ("loss/",)),
+    ("discriminator", ("d/",)),
+    ("entropy", ("entropy/",)),
+    ("codebook usage", ("codebook/usage",)),
+    ("learning rate", ("lr",)),
+    ("gradient norm", ("grad_norm/",)),
+    ("throughput", ("throughput/",)),
+)
+
+
+def _series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    out: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    for r in records:
+        for k, v in r.items():
+            if k == "step" or not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue
+            out[k][0].append(r["step"])
+            out[k][1].append(float(v))
+    return dict(out)
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the metrics of ``run_dir`` into ``out`` (default ``RUN_DIR/curves.png``); returns the path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("plot-run needs matplotlib: pip install 'open-magvit2[train]'") from None
+    series = _series(read_metrics(run_dir))
+    if not series:
+        raise ValueError(f"{run_dir}: metrics.jsonl has no finite values yet")
+    panels = [(title, sorted(k for k in series if k.startswith(prefixes))) for title, prefixes in PANELS]
+    used = {k for _, keys in panels for k in keys}
+    panels.append(("other", sorted(k for k in series if k not in used and k not in ("epoch",))))
+    panels = [(t, keys) for t, keys in panels if keys]
+    cols = 2
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.2 * rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels):
+        for k in keys[:12]:
+            ax.plot(*series[k], label=k, linewidth=1.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        if title == "losses" and all(min(series[k][1]) > 0 for k in keys):
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(str(Path(run_dir).name))
+    fig.tight_layout()
+    out = Path(out) if out is not None else Path(run_dir) / "curves.png"
+    atomic_write(out, lambda p: fig.savefig(p, dpi=90, format="png"))
+    plt.close(fig)
+    return out
