@@ -89,5 +89,5 @@ def test_override_errors(tmp_path):
 
 
 def test_schedule_validation():
-    with pytest.raises(ValueError, match="schedule.kind"):
+    with pytest.raises(ValueError, match=r"schedule\.kind"):
         ScheduleConfig(kind="linear")
