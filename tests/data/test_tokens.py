@@ -91,7 +91,7 @@ def test_finalize_rejects_out_of_range_and_shape_mismatch(tmp_path):
 
 
 def test_write_shard_validates(tmp_path):
-    with pytest.raises(ValueError, match="integer array"):
+    with pytest.raises(ValueError, match="tokens must be integer"):
         write_shard(tmp_path, 0, np.zeros((1, 2, 2), np.float32), [0], ["a"])
     with pytest.raises(ValueError, match="labels"):
         write_shard(tmp_path, 0, np.zeros((2, 2, 2), np.int64), [0], ["a", "b"])
