@@ -33,17 +33,39 @@ def hash_uniform(seed: int, n: int) -> np.ndarray:
     return ((x >> np.uint64(8)).astype(np.float64) - 2.0**23) / 2.0**23
 
 
-def tensor_from_record(rec: dict) -> torch.Tensor:
-    """Rebuild one state-dict tensor from its fixture record (formula weights or a stored scalar value)."""
-    if "value" in rec:
-        dtype = {"float32": torch.float32, "int32": torch.int32}[rec["dtype"]]
-        return torch.tensor(rec["value"], dtype=dtype).reshape(rec["shape"])
-    v = rec["offset"] + 2.0 ** rec["scale_exp"] * hash_uniform(rec["seed"], int(np.prod(rec["shape"])))
-    return torch.from_numpy(v.astype(np.float32).reshape(rec["shape"]))
+def _default_value(key: str, shape: list[int]) -> torch.Tensor:
+    """Records stored with ``"value": None`` are the modules' own initial buffers (tokenizer_train_step: LPIPS's
+    scaling layer, BatchNorm running statistics)."""
+    from lpips.lpips import ScalingLayer
+
+    if key.endswith("scaling_layer.shift"):
+        return ScalingLayer().shift.clone()
+    if key.endswith("scaling_layer.scale"):
+        return ScalingLayer().scale.clone()
+    if key.endswith("running_mean"):
+        return torch.zeros(shape)
+    if key.endswith("running_var"):
+        return torch.ones(shape)
+    raise KeyError(f"no default for fixture record {key}")
 
 
 def sha256(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def tensor_from_record(rec: dict) -> torch.Tensor:
+    """Rebuild one state-dict tensor from its fixture record (formula weights, a stored value, or a module's own
+    initial buffer), checked against the record's sha256 when it is not a formula tensor."""
+    if "value" in rec:
+        if rec["value"] is None:
+            t = _default_value(rec["key"], rec["shape"])
+        else:
+            dtype = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64}[rec["dtype"]]
+            t = torch.tensor(rec["value"], dtype=dtype).reshape(rec["shape"])
+        assert sha256(t) == rec["sha256"], f"fixture record {rec['key']} rebuilt wrongly"
+        return t
+    v = rec["offset"] + 2.0 ** rec["scale_exp"] * hash_uniform(rec["seed"], int(np.prod(rec["shape"])))
+    return torch.from_numpy(v.astype(np.float32).reshape(rec["shape"]))
 
 
 @cache
@@ -68,4 +90,22 @@ def official_state_dict(name: str, section: str = "checkpoint") -> OrderedDict[s
 def write_official_ckpt(name: str, path: Path, section: str = "checkpoint") -> Path:
     """Write fixture ``name`` as a released-format checkpoint: ``{"state_dict": OrderedDict}``."""
     torch.save({"state_dict": official_state_dict(name, section)}, path)
+    return path
+
+
+LPIPS_PREFIX = "loss.perceptual_loss."
+
+
+def lpips_state_dict(train_step_sd: dict) -> dict[str, torch.Tensor]:
+    """The ``loss.perceptual_loss.*`` tensors of the tokenizer_train_step fixture, prefix stripped."""
+    return {k[len(LPIPS_PREFIX) :]: v for k, v in train_step_sd.items() if k.startswith(LPIPS_PREFIX)}
+
+
+def write_vgg_file(directory: Path, train_step_sd: dict) -> Path:
+    """``directory/vgg16-397923af.pth`` with torchvision's ``features.{i}.*`` names, holding the fixture's LPIPS
+    VGG trunk (the classifier, which LPIPS never reads, is left out)."""
+    path = Path(directory) / "vgg16-397923af.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = lpips_state_dict(train_step_sd)
+    torch.save({f"features.{k.split('.', 2)[2]}": v for k, v in sd.items() if k.startswith("net.")}, path)
     return path

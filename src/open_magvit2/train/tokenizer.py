@@ -20,7 +20,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from open_magvit2.data import build_image_stream, build_video_stream
+from open_magvit2.data.tokens import write_classes
 from open_magvit2.distributed import all_reduce_mean, all_reduce_sum
 from open_magvit2.imaging import image_grid, save_image, to_uint8
 from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
@@ -127,6 +128,88 @@ class _Usage:
         return {"codebook/used": float(used), "codebook/usage": used / self.size}
 
 
+class TokenizerParts(NamedTuple):
+    """Everything one tokenizer training step updates (the DDP wrappers share parameters with the modules)."""
+
+    tokenizer: nn.Module
+    loss: TokenizerLoss
+    ddp_tok: DDP
+    ddp_disc: DDP
+    ema: nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+def make_parts(tokenizer: nn.Module, loss: TokenizerLoss, optim: OptimConfig, *, ema: bool,
+               scaler: torch.amp.GradScaler, device: torch.device) -> TokenizerParts:
+    """Move to ``device``, wrap both networks in DDP (a process group must exist), and build the EMA copy and the
+    two Adam optimisers (spec §3.5: G over encoder + decoder, D over the discriminator)."""
+    tokenizer.to(device).train()
+    loss.to(device).train()
+    ids = [device] if device.type == "cuda" else None
+    return TokenizerParts(
+        tokenizer, loss, DDP(tokenizer, device_ids=ids), DDP(loss.discriminator, device_ids=ids),
+        make_ema(tokenizer) if ema else None,
+        adam(tokenizer.parameters(), optim, optim.lr),
+        adam(loss.discriminator.parameters(), optim, optim.disc_lr or optim.lr),
+        scaler,
+    )
+
+
+class StepResult(NamedTuple):
+    taken: bool  # False: skipped by the non-finite guard
+    losses: dict[str, float]  # {"g", "d"}: the two total losses, averaged over ranks
+    logs: dict[str, Tensor]  # this rank's G and D log terms of the last micro-batch
+    grad_norms: tuple[float, float]  # (G, D), before clipping
+    indices: list[Tensor]  # LFQ indices of every micro-batch (codebook usage)
+
+
+def train_step(parts: TokenizerParts, micro: list[Tensor], step: int, *, session: TrainSession,
+               grad_clip: float | None, ema_decay: float | None) -> StepResult:
+    """One iteration: the G step, then the D step on the same reconstructions, then one guarded update."""
+    p, accum = parts, len(micro)
+    fp16 = session.run_cfg.precision == "fp16"
+    last_layer = _last_layer(p.tokenizer) if p.loss.config.gen_loss_weight is None else None
+
+    def batch_mean(t: Tensor) -> Tensor:  # LeCAM's batch means: every rank keeps the same EMA state
+        return all_reduce_mean(t.detach().clone(), session.ctx)
+
+    # 1. generator step
+    p.opt_g.zero_grad(set_to_none=True)
+    recs, indices = [], []
+    for i, x in enumerate(micro):
+        with (p.ddp_tok.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
+            out = p.ddp_tok(x, sync_codebook=True)
+            g = p.loss.generator_loss(x, out.reconstruction, out.quantizer, step, last_layer=last_layer)
+        p.scaler.scale(g.loss / accum).backward()
+        recs.append(out.reconstruction.detach())
+        indices.append(out.quantizer.indices)
+    # 2. discriminator step on the same (detached) reconstructions; LPIPS is not recomputed
+    p.opt_d.zero_grad(set_to_none=True)
+    for i, (x, rec) in enumerate(zip(micro, recs)):
+        with (p.ddp_disc.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
+            d = p.loss.discriminator_loss(x, rec, step, discriminator=p.ddp_disc, batch_mean=batch_mean)
+        p.scaler.scale(d.loss / accum).backward()
+    # 3. one decision for every rank (all-reduced values only), then both updates and the EMA
+    p.scaler.unscale_(p.opt_g)
+    p.scaler.unscale_(p.opt_d)
+    g_norm = grad_norm(p.tokenizer.parameters(), grad_clip)
+    d_norm = grad_norm(p.loss.discriminator.parameters(), grad_clip)
+    losses = session.mean_over_ranks({"g": g.loss, "d": d.loss})
+    finite = bool(np.isfinite(losses["g"]) and np.isfinite(losses["d"]))
+    if not fp16:  # fp16 overflow is the scaler's business: it skips the step and lowers the scale
+        finite = finite and bool(torch.isfinite(g_norm) and torch.isfinite(d_norm))
+    taken = session.guard.check(step, finite, "loss or gradients")
+    if taken:
+        p.scaler.step(p.opt_g)
+        p.scaler.step(p.opt_d)
+        if p.ema is not None:
+            update_ema(p.ema, p.tokenizer, ema_decay)
+    p.scaler.update()
+    return StepResult(taken, losses, {**g.logs, **d.logs}, (float(g_norm), float(d_norm)), indices)
+
+
 def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, output: str | Path, resume: str | None = None) -> Path:
     """Train a tokenizer on ``data`` (image folder, WebDataset shards or a video folder) into ``output``.
 
@@ -144,22 +227,17 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
     session.seed()
     tok_cfg = cfg.tokenizer_config()
     tokenizer = (VideoTokenizer if tok_cfg.dims == 3 else ImageTokenizer)(tok_cfg)
-    init_weights, init_disc = load_tokenizer_init(cfg.init, tok_cfg) if session.resume_from is None else (None, None)
-    if init_weights is not None:
-        tokenizer.load_state_dict(init_weights, strict=True)
-    _check_data_shape(cfg, tokenizer)
     loss = TokenizerLoss(cfg.loss, dims=tok_cfg.dims)
-    if init_disc is not None:
-        loss.discriminator.load_state_dict(init_disc, strict=True)
-    tokenizer.to(device).train()
-    loss.to(device).train()
-    ema = make_ema(tokenizer) if run.ema_decay is not None else None
-    ddp_tok = DDP(tokenizer, device_ids=[device] if device.type == "cuda" else None)
-    ddp_disc = DDP(loss.discriminator, device_ids=[device] if device.type == "cuda" else None)
-    opt_g = adam(tokenizer.parameters(), cfg.optim, cfg.optim.lr)
-    disc_lr = cfg.optim.disc_lr or cfg.optim.lr
-    opt_d = adam(loss.discriminator.parameters(), cfg.optim, disc_lr)
-    scaler = session.grad_scaler()
+    if session.resume_from is None:
+        init_weights, init_disc = load_tokenizer_init(cfg.init, tok_cfg)
+        if init_weights is not None:
+            tokenizer.load_state_dict(init_weights, strict=True)
+        if init_disc is not None:
+            loss.discriminator.load_state_dict(init_disc, strict=True)
+    _check_data_shape(cfg, tokenizer)
+    parts = make_parts(tokenizer, loss, cfg.optim, ema=run.ema_decay is not None, scaler=session.grad_scaler(),
+                       device=device)
+    # ---- data and length --------------------------------------------------------------------------------------
     stream = _stream(cfg, data, session, tok_cfg.dims)
     key = "video" if tok_cfg.dims == 3 else "image"
     accum = cfg.optim.grad_accum
@@ -170,94 +248,62 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
     if run.max_steps is None and run.epochs is None:
         raise ValueError("set run.epochs or run.max_steps in the recipe, or pass --max-steps")
     total = run.max_steps or steps_from_epochs(run.epochs, steps_per_epoch, "run.epochs")
-
     # ---- resume -------------------------------------------------------------------------------------------------
     step = 0
     loaded = session.load()
     if loaded is not None:
-        s = loaded.state
-        tokenizer.load_state_dict(s["model"])
-        if ema is not None:
-            ema.load_state_dict(s["ema"])
-        loss.load_state_dict(s["loss"])
-        opt_g.load_state_dict(s["opt_g"])
-        opt_d.load_state_dict(s["opt_d"])
-        scaler.load_state_dict(s["scaler"])
+        step = _load_parts(parts, loaded.state)
         stream.load_state_dict(loaded.rank_state["data"])
-        step = int(s["step"])
     session.seed_per_rank()
     if loaded is not None:
         session.restore(loaded)
+    if ctx.is_main and stream.class_names:
+        write_classes(session.run.root, stream.class_names)
     session.start(total_steps=total, step=step, unit="img")
     usage = _Usage(tok_cfg.z_channels, device)
-    last_layer = _last_layer(tokenizer) if cfg.loss.gen_loss_weight is None else None
-
-    def batch_mean(t: Tensor) -> Tensor:  # LeCAM's batch means, averaged so every rank keeps the same EMA state
-        return all_reduce_mean(t.detach().clone(), ctx)
     batches = iter(stream)
-
-    def save() -> None:
-        session.checkpoint(
-            step,
-            {"model": tokenizer.state_dict(), "ema": None if ema is None else ema.state_dict(),
-             "loss": loss.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-             "scaler": scaler.state_dict(), "tokenizer_config": tok_cfg.to_dict(),
-             "model_type": tokenizer.model_type},
-            {"data": stream.state_dict()},
-        )
-
     # ---- the loop -----------------------------------------------------------------------------------------------
     while step < total:
-        factor = lr_factor(cfg.schedule, step, total, steps_per_epoch)
-        set_lr(opt_g, cfg.optim.lr * factor)
-        set_lr(opt_d, disc_lr * factor)
+        lr = cfg.optim.lr * lr_factor(cfg.schedule, step, total, steps_per_epoch)
+        set_lr(parts.opt_g, lr)
+        set_lr(parts.opt_d, lr * (cfg.optim.disc_lr or cfg.optim.lr) / cfg.optim.lr)
         micro = [next(batches)[key].to(device, non_blocking=True) for _ in range(accum)]
-
-        # 1. generator step
-        opt_g.zero_grad(set_to_none=True)
-        recs, g_logs = [], None
-        for i, x in enumerate(micro):
-            with (ddp_tok.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
-                out = ddp_tok(x, sync_codebook=True)
-                g = loss.generator_loss(x, out.reconstruction, out.quantizer, step, last_layer=last_layer)
-            scaler.scale(g.loss / accum).backward()
-            recs.append(out.reconstruction.detach())
-            usage.add(out.quantizer.indices)
-            g_logs = g.logs
-        # 2. discriminator step on the same reconstructions
-        opt_d.zero_grad(set_to_none=True)
-        for i, (x, rec) in enumerate(zip(micro, recs)):
-            with (ddp_disc.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
-                d = loss.discriminator_loss(x, rec, step, discriminator=ddp_disc, batch_mean=batch_mean)
-            scaler.scale(d.loss / accum).backward()
-        # 3. one decision for every rank, then the updates
-        scaler.unscale_(opt_g)
-        scaler.unscale_(opt_d)
-        g_norm = grad_norm(tokenizer.parameters(), cfg.optim.grad_clip)
-        d_norm = grad_norm(loss.discriminator.parameters(), cfg.optim.grad_clip)
-        losses = session.mean_over_ranks({"g": g.loss, "d": d.loss})
-        finite = all(np.isfinite([losses["g"], losses["d"]]))
-        if run.precision != "fp16":  # fp16 overflow is the scaler's business: it skips and lowers the scale
-            finite = finite and bool(torch.isfinite(g_norm) and torch.isfinite(d_norm))
-        if session.guard.check(step, finite, "loss or gradients"):
-            scaler.step(opt_g)
-            scaler.step(opt_d)
-            if ema is not None:
-                update_ema(ema, tokenizer, run.ema_decay)
-        scaler.update()
+        result = train_step(parts, micro, step, session=session, grad_clip=cfg.optim.grad_clip,
+                            ema_decay=run.ema_decay)
+        for idx in result.indices:
+            usage.add(idx)
         step += 1
-
-        # 4. logging, pictures, checkpoints
-        images = accum * len(micro[0]) * ctx.world_size
-        rate = session.progress.update(images, {"loss": losses["g"], "d": losses["d"], "lr": cfg.optim.lr * factor})
+        images = sum(len(x) for x in micro) * ctx.world_size
+        rate = session.progress.update(images, {"loss": result.losses["g"], "d": result.losses["d"], "lr": lr})
         if session.every(step, run.log_every, total):
-            logs = session.mean_over_ranks({**g_logs, **d.logs})
+            logs = {f"loss/{k}" if not k.startswith(("d_", "lecam")) else f"d/{k}": v
+                    for k, v in session.mean_over_ranks(result.logs).items()}
             logs.update(usage.flush(session))
-            logs.update({"lr": cfg.optim.lr * factor, "grad_norm/g": float(g_norm), "grad_norm/d": float(d_norm),
+            logs.update({"lr": lr, "grad_norm/g": result.grad_norms[0], "grad_norm/d": result.grad_norms[1],
                          "throughput/images_per_s": rate, "nonfinite/skipped": float(session.guard.skipped),
                          "epoch": step / steps_per_epoch if steps_per_epoch else 0.0})
             session.log.log(step, logs)
         if ctx.is_main and session.every(step, run.sample_every, total):
-            _grid(ema if ema is not None else tokenizer, micro[0][:8], session.run.samples / f"step_{step:07d}.png")
+            _grid(parts.ema or parts.tokenizer, micro[0][:8], session.run.samples / f"step_{step:07d}.png")
         if session.every(step, run.save_every, total):
-            save()
+            session.checkpoint(step, _state(parts, tok_cfg), {"data": stream.state_dict()})
+    stream.close()
+
+
+def _state(p: TokenizerParts, tok_cfg: TokenizerConfig) -> dict[str, Any]:
+    return {
+        "model": p.tokenizer.state_dict(), "ema": None if p.ema is None else p.ema.state_dict(),
+        "loss": p.loss.state_dict(), "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
+        "scaler": p.scaler.state_dict(), "tokenizer_config": tok_cfg.to_dict(), "model_type": p.tokenizer.model_type,
+    }
+
+
+def _load_parts(p: TokenizerParts, s: dict[str, Any]) -> int:
+    p.tokenizer.load_state_dict(s["model"])
+    if p.ema is not None:
+        p.ema.load_state_dict(s["ema"])
+    p.loss.load_state_dict(s["loss"])
+    p.opt_g.load_state_dict(s["opt_g"])
+    p.opt_d.load_state_dict(s["opt_d"])
+    p.scaler.load_state_dict(s["scaler"])
+    return int(s["step"])
