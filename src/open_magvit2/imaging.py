@@ -1,5 +1,5 @@
 """Image I/O with the official arithmetic (spec §1.6, §7.2), and small image utilities. A low module: it imports
-nothing from the package, so data, eval and model code can all use it.
+only :mod:`open_magvit2.fileio`, so data, eval and model code can all use it.
 
 Pre-processing: PIL RGB → resize the shorter side to ``size`` (bilinear, PIL's antialiasing, as torchvision's
 ``Resize`` on PIL images) → centre-crop ``size``×``size`` (torchvision's rounding) → ``uint8 / 127.5 − 1``.
@@ -16,13 +16,25 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from open_magvit2.fileio import atomic_write
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # what folder/glob inputs pick up
+# Pillow's 16-bit modes: 16-bit PNGs open as "I;16" and, in older Pillow releases, as "I" (32-bit int)
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """(H, W) after resizing the shorter side to ``size``: the longer side scales and is truncated (torchvision's
+    ``Resize(size)``, and cv2 with ``int()`` in the official video loader, spec §1.6, §6.3)."""
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+
 
 def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:
     """torchvision ``Resize(size)`` on a PIL image: shorter side → size, longer side truncated proportionally."""
     w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    new_h, new_w = shorter_side_size(h, w, size)
     if (new_w, new_h) == (w, h):
         return img
     return img.resize((new_w, new_h), Image.BILINEAR)
@@ -38,45 +50,68 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def pil_to_tensor(img: Image.Image) -> Tensor:
-    """PIL image → (1, 3, H, W) float32 in [−1, 1]: ``uint8 / 127.5 − 1`` in float64, as the official code."""
+    """PIL image → (1, 3, H, W) float32 in [−1, 1]: ``uint8 / 127.5 − 1`` in float64, as the official image code
+    (the official video loader computes in float32, which differs for half the values: ``data/video.py``)."""
     arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy((arr / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)[None].contiguous()
 
 
-def load_image(path: str | Path, size: int | None = 256) -> Tensor:
-    """Read an image file as (1, 3, size, size) in [−1, 1] with the official resize + centre-crop.
+def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
+    """16-bit greyscale → 8-bit by its high byte. ``convert("RGB")`` would clip every value above 255 to white."""
+    if img.mode == "F":
+        raise ValueError(f"{path}: floating-point images are not supported; save it as an 8- or 16-bit image")
+    if img.mode not in _WIDE_MODES:
+        return img
+    arr = np.asarray(img)
+    if img.mode == "I" and arr.max(initial=0) <= 255 and arr.min(initial=0) >= 0:  # an 8-bit image held as int32
+        return Image.fromarray(arr.astype(np.uint8))
+    if arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+        raise ValueError(f"{path}: pixel values outside 0..65535; save it as an 8- or 16-bit image")
+    return Image.fromarray((arr.astype(np.uint32) >> 8).astype(np.uint8))
 
-    ``size=None`` keeps the original resolution (pair it with :func:`pad_to_multiple`).
+
+def load_image(path: str | Path, size: int | None = 256) -> Tensor:
+    """Read an image file as (1, 3, size, size) float32 in [−1, 1] with the official resize + centre-crop.
+
+    ``size=None`` keeps the original resolution (pair it with :func:`pad_to_multiple`). 16-bit greyscale files are
+    reduced to 8 bits first. ``ValueError`` for a corrupt, truncated or unsupported file.
     """
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive int (pixels) or None (original resolution), got {size!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            img = im.convert("RGB")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the image ({e})") from None
+            img = _to_8bit(im, path).convert("RGB")  # convert() decodes: truncation errors surface here
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot read the image ({str(e) or type(e).__name__}); is it a complete image "
+                         "file?") from None
     if size is not None:
-        if size < 1:
-            raise ValueError(f"size must be positive, got {size}")
         img = center_crop(resize_shorter_side(img, size), size)
     return pil_to_tensor(img)
 
 
+def to_uint8_tensor(x: Tensor) -> Tensor:
+    """Float in [−1, 1] → uint8, same layout and device: clamp, ``(x + 1) / 2``, ``× 255``, truncate (spec §1.6;
+    the PSNR/SSIM of spec §7.1 and the I3D input of §7.3 use the same arithmetic on clamped images)."""
+    return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255).to(torch.uint8)
+
+
 def to_uint8(x: Tensor) -> np.ndarray:
     """(B, 3, H, W) or (3, H, W) in [−1, 1] → uint8 (B, H, W, 3) or (H, W, 3): clamp, (x+1)/2, ×255, truncate."""
-    x = x.detach().float().cpu().clamp(-1.0, 1.0)
-    x = (x + 1.0) / 2.0
-    x = x.movedim(-3, -1).numpy()
-    return (255 * x).astype(np.uint8)
+    return to_uint8_tensor(x).movedim(-3, -1).cpu().numpy()
 
 
 def save_image(x: Tensor | np.ndarray, path: str | Path) -> Path:
-    """Write a (3, H, W) tensor in [−1, 1] or an (H, W, 3) uint8 array as an image file."""
-    arr = to_uint8(x) if isinstance(x, Tensor) else np.asarray(x, dtype=np.uint8)
+    """Write a (3, H, W) tensor in [−1, 1] or an (H, W, 3) uint8 array as an image file, atomically; the suffix
+    picks the format (``.png``, ``.jpg``, ...)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image suffix {path.suffix!r}; use .png or .jpg")
+    arr = to_uint8(x) if isinstance(x, Tensor) else np.asarray(x, dtype=np.uint8)
+    atomic_write(path, lambda p: Image.fromarray(arr).save(p, format=fmt))
     return path
 
 

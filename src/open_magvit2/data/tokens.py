@@ -15,6 +15,10 @@ under torchrun) and generator training, which reads the shards with random acces
 chunk of the sample list, so a run can be resumed shard by shard under any number of ranks: each file is written
 atomically and the keys file is written last, so its presence marks a complete shard. :func:`finalize_index`
 checks every shard (counts, shapes, value range, no duplicate key) before it writes ``index.json``.
+
+Training reads a token set through :func:`build_token_stream`: the same resumable
+:class:`~open_magvit2.data.stream.BatchStream` as the image pipelines, with one permutation per epoch from the seed
+split over ranks (``sampler.rank_batches``), and one augmented view per (seed, epoch, sample).
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
+from open_magvit2.data.sampler import AUGMENT, check_split, sample_rng
+from open_magvit2.data.stream import BatchStream, IndexedSource, Sample
 from open_magvit2.fileio import atomic_write
 
 FORMAT = "open-magvit2-tokens"
@@ -168,7 +176,7 @@ class TokenShards:
         self.directory = Path(directory)
         self.index = read_index(self.directory)
         ids = [int(s["id"]) for s in self.index["shards"]]
-        self._tokens = [np.load(shard_files(self.directory, c).tokens, mmap_mode="r") for c in ids]
+        self._tokens = self._open_tokens(ids)
         self.labels = np.concatenate([np.load(shard_files(self.directory, c).labels) for c in ids])
         self._ids = ids
         self._offsets = np.cumsum([0] + [len(t) for t in self._tokens])
@@ -176,6 +184,16 @@ class TokenShards:
         if self._offsets[-1] != self.index["num_samples"]:
             raise ValueError(f"{self.directory}: index says {self.index['num_samples']} samples, shards hold "
                              f"{self._offsets[-1]}; re-run tokenize-dataset to finish it")
+
+    def _open_tokens(self, ids: list[int]) -> list[np.ndarray]:
+        return [np.load(shard_files(self.directory, c).tokens, mmap_mode="r") for c in ids]
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open the memory maps instead of copying them
+        return {k: v for k, v in self.__dict__.items() if k != "_tokens"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tokens = self._open_tokens(self._ids)
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -223,3 +241,65 @@ class TokenShards:
     def __getitem__(self, i: int) -> TokenSample:
         s, j = self._locate(i)
         return TokenSample(np.asarray(self._tokens[s][j]), int(self.labels[i]), self.key(i))
+
+
+    def view(self, i: int, v: int) -> np.ndarray:
+        """View ``v`` of sample ``i``: the (h, w) token map, read from the memory map."""
+        s, j = self._locate(i)
+        return np.asarray(self._tokens[s][j, v])
+
+
+# ---- training -----------------------------------------------------------------------------------------------------
+
+
+class TokenDataset(Dataset[Sample]):
+    """``dataset[(epoch, index, position)]`` → a :class:`~open_magvit2.data.stream.Sample` whose ``pixels`` field
+    holds the int64 (h, w) token map of one view of sample ``index`` (its ``key`` is the index as a string).
+
+    With several views (flips, ten-crop) the view is drawn from ``sample_rng(seed, AUGMENT, epoch, index)``: a new
+    augmentation each epoch, the same one on every resume and for any number of workers.
+    """
+
+    def __init__(self, shards: TokenShards, seed: int) -> None:
+        self.shards, self.seed = shards, seed
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, item: tuple[int, int, int]) -> Sample:
+        epoch, i, position = item
+        views = self.shards.views
+        v = 0 if views == 1 else int(sample_rng(self.seed, AUGMENT, epoch, i).integers(views))
+        tokens = torch.from_numpy(self.shards.view(i, v).astype(np.int64))
+        return Sample(str(i), int(self.shards.labels[i]), position, tokens)
+
+
+def build_token_stream(
+    directory: str | Path,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> BatchStream:
+    """The training stream of one rank over a token set: ``{"tokens": int64 (B, h, w) LFQ indices, "label": int64
+    (B,), "key": list[str]}``, endless, resumable through ``state_dict`` (see :class:`BatchStream`)."""
+    check_split(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, num_workers=num_workers)
+    shards = TokenShards(directory)
+    if len(shards.labels) and int(shards.labels.min()) < 0:
+        raise ValueError(f"{directory}: some samples have no class label (−1); the generator is class-conditional, "
+                         "so tokenise a folder with one subfolder per class (or shards with .cls files)")
+    classes = shards.classes
+    source = IndexedSource(
+        TokenDataset(shards, seed),
+        field="tokens",
+        num_samples=len(shards),
+        class_names=None if classes is None else tuple(classes),
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+    )
+    return BatchStream(source, num_workers=num_workers, pin_memory=pin_memory)

@@ -25,9 +25,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from open_magvit2.imaging import to_uint8
+from open_magvit2.imaging import shorter_side_size, to_uint8
 
 INSTALL_HINT = "PyAV is needed for video files: pip install open-magvit2[video]"
+VIDEO_SUFFIXES = (".avi", ".mp4", ".webm", ".mkv", ".mov")  # what folder/glob inputs pick up
 
 
 def _av() -> ModuleType:
@@ -63,11 +64,7 @@ class FrameGeometry:
         """``size``: resize the shorter side to it (the longer side scales, truncated, as torchvision's ``Resize``).
         ``crop``: centre-crop to this (H, W) (an int means square); default the largest multiple of ``multiple``.
         """
-        rh, rw = h, w
-        if size is not None:
-            if size < 1:
-                raise ValueError(f"size must be a positive number of pixels, got {size}")
-            rh, rw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+        rh, rw = (h, w) if size is None else shorter_side_size(h, w, size)
         if crop is None:
             ch, cw = rh - rh % multiple, rw - rw % multiple
             if ch == 0 or cw == 0:
@@ -88,7 +85,8 @@ class FrameGeometry:
 
 
 def uint8_to_video(frames: Tensor) -> Tensor:
-    """(3, T, H, W) uint8 → float32 in [−1, 1] (``x / 127.5 − 1``, spec §1.6)."""
+    """(3, T, H, W) uint8 → float32 in [−1, 1]: ``x / 127.5 − 1`` in float32, bit-identical to the official video
+    loader's ``(x / 255 − 0.5) / 0.5`` (spec §6.3); the image path computes in float64 (``imaging.pil_to_tensor``)."""
     return frames.float() / 127.5 - 1.0
 
 
@@ -151,6 +149,8 @@ def iter_frames(
     """
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 (or None for all frames), got {max_frames}")
     av = _av()
     container, path = _open(path)
     with container:
@@ -191,21 +191,14 @@ def iter_frames(
             raise ValueError(f"cannot read video '{path}': no frame could be decoded")
 
 
-def read_video(
-    path: str | os.PathLike[str],
-    *,
-    fps: float | None = None,
-    size: int | None = None,
-    crop: int | tuple[int, int] | None = None,
-    multiple: int = 8,
-    max_frames: int | None = None,
-) -> Tensor:
-    """Read a whole video as float32 (3, T, H, W) in [−1, 1]; arguments as :func:`iter_frames`.
+def read_video(path: str | os.PathLike[str], **options: Any) -> Tensor:
+    """Read a whole video as float32 (3, T, H, W) in [−1, 1]; ``options`` (fps, size, crop, multiple, max_frames)
+    as :func:`iter_frames`.
 
     H and W are multiples of ``multiple`` unless ``crop`` says otherwise. For long videos prefer
     :func:`iter_frames` (uint8, one frame at a time).
     """
-    frames = list(iter_frames(path, fps=fps, size=size, crop=crop, multiple=multiple, max_frames=max_frames))
+    frames = list(iter_frames(path, **options))
     return uint8_to_video(torch.stack(frames, dim=1))  # (3, T, H, W)
 
 
@@ -278,6 +271,7 @@ def write_video(path: str | os.PathLike[str], video: Tensor | np.ndarray, fps: f
 
 __all__ = [
     "INSTALL_HINT",
+    "VIDEO_SUFFIXES",
     "FrameGeometry",
     "VideoInfo",
     "VideoWriter",

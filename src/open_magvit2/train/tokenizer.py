@@ -17,6 +17,7 @@ video (dims 3: L1 and LPIPS per frame, the discriminator per clip).
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,12 +75,21 @@ class TokenizerTrainConfig:
             raise ValueError(f"model_args: {e}; the fields of TokenizerConfig are the allowed keys") from None
 
 
-def _check_data_shape(cfg: TokenizerTrainConfig, model: nn.Module) -> None:
+def _check_data_shape(cfg: TokenizerTrainConfig, model: nn.Module, loss: TokenizerLoss) -> None:
+    """Fail before training when the crops do not fit the tokenizer or the discriminator."""
     f = model.config.spatial_factor
     if cfg.data.size % f:
         raise ValueError(f"data.size {cfg.data.size} must be a multiple of {f} (the model's downsampling factor)")
+    shape = (1, 3, cfg.data.size, cfg.data.size)
     if model.config.dims == 3:
         model._check_frames(cfg.data.frames)
+        shape = (1, 3, cfg.data.frames, cfg.data.size, cfg.data.size)
+    probe = copy.deepcopy(loss.discriminator).to("meta").eval()  # shapes only, no computation
+    try:
+        probe(torch.empty(shape, device="meta"))
+    except RuntimeError:
+        raise ValueError(f"data.size {cfg.data.size} is too small for the {cfg.loss.discriminator} discriminator; "
+                         "use larger crops (32 or more)") from None
 
 
 def _stream(cfg: TokenizerTrainConfig, source: str | Path, session: TrainSession, dims: int) -> Any:
@@ -106,6 +116,15 @@ def _grid(ema: nn.Module, x: Tensor, path: Path) -> None:
         x, rec = (v[:, :, pick].transpose(1, 2).flatten(0, 1) for v in (x, rec))
     tiles = list(to_uint8(x)) + list(to_uint8(rec))
     save_image(image_grid(tiles, columns=len(x)), path)
+
+
+def _metric_name(key: str) -> str:
+    """Loss-module log keys → metric names grouped for TensorBoard and ``plot-run``."""
+    if key.endswith("_entropy"):
+        return f"entropy/{key[: -len('_entropy')]}"
+    if key.startswith(("d_", "lecam")) or key == "g_logits_fake":
+        return f"d/{key}"
+    return f"loss/{key}"
 
 
 class _Usage:
@@ -234,7 +253,7 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
             tokenizer.load_state_dict(init_weights, strict=True)
         if init_disc is not None:
             loss.discriminator.load_state_dict(init_disc, strict=True)
-    _check_data_shape(cfg, tokenizer)
+    _check_data_shape(cfg, tokenizer, loss)
     parts = make_parts(tokenizer, loss, cfg.optim, ema=run.ema_decay is not None, scaler=session.grad_scaler(),
                        device=device)
     # ---- data and length --------------------------------------------------------------------------------------
@@ -276,8 +295,7 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
         images = sum(len(x) for x in micro) * ctx.world_size
         rate = session.progress.update(images, {"loss": result.losses["g"], "d": result.losses["d"], "lr": lr})
         if session.every(step, run.log_every, total):
-            logs = {f"loss/{k}" if not k.startswith(("d_", "lecam")) else f"d/{k}": v
-                    for k, v in session.mean_over_ranks(result.logs).items()}
+            logs = {_metric_name(k): v for k, v in session.mean_over_ranks(result.logs).items()}
             logs.update(usage.flush(session))
             logs.update({"lr": lr, "grad_norm/g": result.grad_norms[0], "grad_norm/d": result.grad_norms[1],
                          "throughput/images_per_s": rate, "nonfinite/skipped": float(session.guard.skipped),

@@ -1,0 +1,173 @@
+"""Tokenizer training end to end on CPU: the CLI, the run directory, export, exact resume (also after a SIGKILL in
+the middle of a checkpoint save), the non-finite guard, and the recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from open_magvit2 import ImageTokenizer, VideoTokenizer
+from open_magvit2.train.config import load_recipe
+from open_magvit2.train.run import read_metrics
+from open_magvit2.train.tokenizer import TokenizerTrainConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tokenizer_helpers import REPO, TINY, TINY_VIDEO, exported, pan_clips, photo_folder, train
+
+FAST = ["--set", "data.size=32", "--set", "data.batch_size=2", "--set", "run.log_every=1",
+        "--set", "run.sample_every=3"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def six_steps(tmp_path_factory, photos):
+    """An uninterrupted 6-step run (checkpoints at 3 and 6), exported: the reference for the resume tests."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    assert train(TINY, photos, run, "--max-steps", "6", "--save-every", "3", *FAST) == 0
+    return run, exported(run, run.parent / "ema"), exported(run, run.parent / "raw", "raw")
+
+
+def test_run_directory_and_export(six_steps):
+    run, ema, raw = six_steps
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000003", "step_0000006"]
+    records = read_metrics(run)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss/l1", "loss/g_total", "d/d_total", "entropy/codebook", "entropy/per_sample", "codebook/usage",
+                "grad_norm/g", "lr", "throughput/images_per_s"):
+        assert key in records[0], key
+    assert (run / "samples" / "step_0000003.png").is_file() and (run / "config.yaml").is_file()
+    assert json.loads((run / "classes.json").read_text()) == ["class_a", "class_b"]
+    tok = ImageTokenizer.from_pretrained(run.parent / "ema")
+    with torch.no_grad():
+        assert tok.encode(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 4)
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # EMA and raw weights differ after 6 steps
+
+
+def test_resume_is_bit_exact(tmp_path, photos, six_steps):
+    _, ref_ema, ref_raw = six_steps
+    run = tmp_path / "run"
+    assert train(TINY, photos, run, "--max-steps", "3", "--save-every", "3", *FAST) == 0
+    assert train(TINY, photos, run, "--max-steps", "6", "--save-every", "3", "--resume", "auto", *FAST) == 0
+    for ref, got in ((ref_ema, exported(run, tmp_path / "ema")), (ref_raw, exported(run, tmp_path / "raw", "raw"))):
+        assert ref.keys() == got.keys()
+        for k in ref:
+            assert torch.equal(ref[k], got[k]), k
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
+
+
+KILL_AT_SAVE = textwrap.dedent(
+    """
+    import sys, time
+    import open_magvit2.train.checkpoint as c
+    from open_magvit2.cli import main
+    real = c._save
+    def save(obj, path):  # the checkpoint of step 6 hangs half-written until SIGKILL
+        if ".tmp-step_0000006" in str(path):
+            path.write_bytes(b"PK half")
+            print("saving", flush=True)
+            time.sleep(120)
+        real(obj, path)
+    c._save = save
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_during_save_then_resume(tmp_path, photos, six_steps):
+    _, ref_ema, _ = six_steps
+    run = tmp_path / "run"
+    args = ["train-tokenizer", "--config", str(TINY), "--data", str(photos), "--output", str(run),
+            "--max-steps", "6", "--save-every", "3", *FAST]
+    proc = subprocess.Popen([sys.executable, "-c", KILL_AT_SAVE, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline().strip() == "saving"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [".tmp-step_0000006", "step_0000003"]
+    assert train(TINY, photos, run, "--max-steps", "6", "--save-every", "3", "--resume", "auto", *FAST) == 0
+    got = exported(run, tmp_path / "ema")
+    assert all(torch.equal(ref_ema[k], got[k]) for k in ref_ema)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000003", "step_0000006"]
+
+
+def test_refuses_used_directory_and_bad_resume(tmp_path, photos, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    assert train(TINY, photos, run, "--max-steps", "1", *FAST) == 2
+    assert "is not empty; pass --resume auto" in capsys.readouterr().err
+    assert (run / "notes.txt").read_text() == "mine" and not (run / "config.yaml").exists()
+    assert train(TINY, photos, tmp_path / "r2", "--max-steps", "1", "--resume", str(tmp_path / "nope"), *FAST) == 2
+    assert "neither a checkpoint directory" in capsys.readouterr().err
+
+
+def test_video_smoke(tmp_path):
+    clips = pan_clips(tmp_path / "clips")
+    run = tmp_path / "run"
+    assert train(TINY_VIDEO, clips, run, "--max-steps", "2", "--set", "run.log_every=1",
+                 "--set", "run.sample_every=2") == 0
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]
+    assert (run / "samples" / "step_0000002.png").is_file()
+    exported(run, tmp_path / "out")
+    tok = VideoTokenizer.from_pretrained(tmp_path / "out")
+    with torch.no_grad():
+        assert tok.encode(torch.zeros(1, 3, 5, 32, 32)).shape == (1, 2, 4, 4)
+
+
+def test_lpips_path(tmp_path, photos):
+    from open_magvit2.eval.backbones import write_random_backbones
+
+    vgg = write_random_backbones(tmp_path / "hub")["vgg"]
+    run = tmp_path / "run"
+    assert train(TINY, photos, run, "--max-steps", "1", *FAST, "--set", "loss.perceptual_weight=1.0",
+                 "--set", f"loss.lpips_path={vgg}") == 0
+    assert read_metrics(run)[0]["loss/lpips"] > 0
+
+
+def test_nonfinite_steps_stop_the_run(tmp_path, photos, monkeypatch, capsys):
+    from open_magvit2.losses import TokenizerLoss
+
+    real = TokenizerLoss.generator_loss
+
+    def poisoned(self, x, xrec, quant, step, last_layer=None):
+        out = real(self, x, xrec, quant, step, last_layer)
+        return out._replace(loss=out.loss * float("nan")) if step >= 2 else out
+
+    monkeypatch.setattr(TokenizerLoss, "generator_loss", poisoned)
+    run = tmp_path / "run"
+    assert train(TINY, photos, run, "--max-steps", "10", "--save-every", "2", *FAST,
+                 "--set", "run.max_nonfinite=3") == 1
+    err = capsys.readouterr().err
+    assert "step 2: non-finite loss or gradients; step skipped" in err
+    assert "3 consecutive steps with non-finite loss or gradients (last at step 4)" in err
+    # checkpoints stay intact: the skipped steps changed no weight, and nothing non-finite was saved
+    states = [torch.load(run / "checkpoints" / s / "state.pt", weights_only=True) for s in ("step_0000002",
+                                                                                            "step_0000004")]
+    for k, v in states[0]["model"].items():
+        assert torch.isfinite(v).all() and torch.equal(v, states[1]["model"][k]), k
+
+
+def test_every_recipe_loads_and_typos_are_named(tmp_path):
+    recipes = sorted((REPO / "configs" / "tokenizer").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"imagenet_128_L", "imagenet_256_L", "pretrain_256_262144",
+                                         "pretrain_256_16384", "ucf101_128_L", "tiny", "tiny_video"}
+    for path in recipes:
+        cfg = load_recipe(TokenizerTrainConfig, path)
+        cfg.tokenizer_config()  # the preset exists and the overrides apply
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("lecam_weight", "lecam_wieght"))
+    with pytest.raises(ValueError, match="unknown config key loss.lecam_wieght"):
+        load_recipe(TokenizerTrainConfig, bad)
