@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +57,10 @@ def train(config: Path, data: Path, out: Path, *extra: str) -> int:
 def exported(run: Path, out: Path, weights: str = "ema") -> dict:
     assert cli(["export", str(run), str(out), "--weights", weights]) == 0
     return load_file(str(out / "model.safetensors"))
+
+
+def torchrun(args: list[str], *, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node N`` on CPU (gloo), returning the finished process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
