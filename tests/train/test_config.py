@@ -61,7 +61,7 @@ def test_build_errors_name_the_key(data, message):
 def test_overrides_and_recipe_file(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("name: base\ninner:\n  a: 2\nopt:\n  betas: [0.9, 0.95]\n")
-    cfg = load_recipe(Outer, path, ["inner.b=0.25", "opt.grad_clip=1.0", "inner.d=null", "name=z"],
+    cfg = load_recipe(Outer, path, ["inner.b=25e-3", "inner.b=0.25", "opt.grad_clip=1.0", "inner.d=null", "name=z"],
                       run={"max_steps": 7, "seed": None})
     assert cfg.name == "z" and cfg.inner.a == 2 and cfg.inner.b == 0.25 and cfg.inner.d is None
     assert cfg.opt.betas == (0.9, 0.95) and cfg.opt.grad_clip == 1.0 and cfg.run.max_steps == 7
@@ -86,6 +86,14 @@ def test_override_errors(tmp_path):
         load_recipe(Outer, path)
     with pytest.raises(FileNotFoundError):
         load_recipe(Outer, tmp_path / "missing.yaml")
+
+
+def test_floats_without_a_dot():
+    """YAML 1.1 reads 3e-4 (no dot) as a string; float fields accept it, other strings stay errors."""
+    assert build(Outer, {"opt": {"lr": "3e-4"}}).opt.lr == 3e-4
+    assert load_recipe(Outer, None, ["opt.lr=5e-4"]).opt.lr == 5e-4
+    with pytest.raises(ValueError, match="inner.b must be float"):
+        build(Outer, {"inner": {"b": "fast"}})
 
 
 def test_schedule_validation():

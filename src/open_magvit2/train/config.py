@@ -139,7 +139,7 @@ def _strip_optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def _convert(hint: Any, value: Any, key: str) -> Any:
+def _convert(hint: Any, value: Any, key: str, default: Any = None) -> Any:
     hint, optional = _strip_optional(hint)
     if value is None:
         if optional or hint is Any:
@@ -148,6 +148,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ValueError(f"{key} must be a mapping of {hint.__name__} fields, got {value!r}")
+        if isinstance(default, hint):  # a section starts from its field's default (e.g. the generator's optimiser)
+            value = {**to_dict(default), **value}
         return build(hint, value, prefix=f"{key}.")
     origin = typing.get_origin(hint)
     if origin is tuple:
@@ -164,6 +166,11 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "5e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ValueError(f"{key} must be {hint.__name__}, got {value!r}")
     return value
@@ -179,7 +186,9 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     if unknown:
         raise ValueError(f"unknown config key {prefix}{unknown[0]!s}; {prefix.rstrip('.') or 'top level'} has: "
                          f"{', '.join(known)}")
-    kwargs = {k: _convert(hints[k], v, f"{prefix}{k}") for k, v in data.items()}
+    factories = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+    defaults = {k: f() for k, f in factories.items() if f is not dataclasses.MISSING}
+    kwargs = {k: _convert(hints[k], v, f"{prefix}{k}", defaults.get(k)) for k, v in data.items()}
     try:
         return cls(**kwargs)
     except ValueError as e:
