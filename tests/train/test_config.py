@@ -92,7 +92,7 @@ def test_floats_without_a_dot():
     """YAML 1.1 reads 3e-4 (no dot) as a string; float fields accept it, other strings stay errors."""
     assert build(Outer, {"opt": {"lr": "3e-4"}}).opt.lr == 3e-4
     assert load_recipe(Outer, None, ["opt.lr=5e-4"]).opt.lr == 5e-4
-    with pytest.raises(ValueError, match="inner.b must be float"):
+    with pytest.raises(ValueError, match=r"inner\.b must be float"):
         build(Outer, {"inner": {"b": "fast"}})
 
 
