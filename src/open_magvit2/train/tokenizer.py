@@ -281,6 +281,8 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
     session.start(total_steps=total, step=step, unit="img")
     usage = _Usage(tok_cfg.z_channels, device)
     batches = iter(stream)
+    window: dict[str, Tensor] = {}
+    window_steps = 0
     # ---- the loop -----------------------------------------------------------------------------------------------
     while step < total:
         lr = cfg.optim.lr * lr_factor(cfg.schedule, step, total, steps_per_epoch)
@@ -291,11 +293,16 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
                             ema_decay=run.ema_decay)
         for idx in result.indices:
             usage.add(idx)
+        for k, v in result.logs.items():  # logged values are means over the logging window
+            window[k] = window.get(k, 0.0) + v
+        window_steps += 1
         step += 1
         images = sum(len(x) for x in micro) * ctx.world_size
         rate = session.progress.update(images, {"loss": result.losses["g"], "d": result.losses["d"], "lr": lr})
         if session.every(step, run.log_every, total):
-            logs = {_metric_name(k): v for k, v in session.mean_over_ranks(result.logs).items()}
+            means = {k: v / window_steps for k, v in window.items()}
+            logs = {_metric_name(k): v for k, v in session.mean_over_ranks(means).items()}
+            window, window_steps = {}, 0
             logs.update(usage.flush(session))
             logs.update({"lr": lr, "grad_norm/g": result.grad_norms[0], "grad_norm/d": result.grad_norms[1],
                          "throughput/images_per_s": rate, "nonfinite/skipped": float(session.guard.skipped),
