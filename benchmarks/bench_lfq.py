@@ -1,12 +1,13 @@
-"""LFQ entropy terms: our memory-free form vs the official dense form (spec §2.4, §9 item 30).
+"""LFQ entropy terms: our memory-free form vs the official dense formula, re-implemented here (spec §2.4, §9 item 30).
 
 Measures forward + backward of ``H_s − H_c`` (the entropy part of the LFQ loss, both weights 1) w.r.t. z for
 z (B, K, 16, 16) = 0.005·randn (B = 8, so N = 2048 tokens; with τ = 0.01 the bit logits 400·z are about ±2, far
 from saturation, like the fixture's "soft" cases), at K = 18 (2^18 codes) and K = 14.
 
 * ours: ``open_magvit2.quantize.entropy_terms`` (closed-form H_s, split-matmul p̄; what LFQ uses);
-* dense: ``open_magvit2.quantize.dense_entropy_terms``, the official computation with (N × 2^K) logits, softmax
-  and log-softmax.
+* dense: ``open_magvit2.quantize.dense_entropy_terms``, the official *formula* with (N × 2^K) logits, softmax
+  and log-softmax, re-implemented in this package (the official code is not a dependency; the tests pin this
+  re-implementation to the official module's golden outputs). It is the baseline, not the official code itself.
 
 Peak memory. torch's CPU allocator is invisible to tracemalloc, so every (variant, K) runs in a fresh subprocess
 that (1) imports, builds the input and runs the same variant once on a 1-token input (one-time library and thread
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 dense = _run("dense", bits, args.repeats if bits < 16 else args.dense_repeats, tmp)
             exact_grad = torch.load(ours["out"] + ".exact_grad.pt")
             gmax = exact_grad.abs().max().item()
-            for name, r in (("ours", ours), ("dense (official)", dense)):
+            for name, r in (("ours", ours), ("dense (official formula, re-implemented)", dense)):
                 if r is None:
                     continue
                 grad = torch.load(r["out"] + ".grad.pt").double()

@@ -1,29 +1,32 @@
-"""AR sampling throughput: static-KV-cache decoding vs a naive sampler that recomputes the whole sequence.
+"""AR sampling speed: ours (eager and compiled) vs the official sampler's computation, and vs naive recompute.
 
-Model: the B preset (343.6 M parameters, spec §5.2) with random init weights (the heads are given N(0, 0.02)
-weights instead of the official zero init so that sampling is not uniform; speed does not depend on values).
-Batch 8 images with CFG (1.9, 2.0), i.e. 16 rows through the transformer, temperature 1, no top-k/top-p.
-One "token" is one full LFQ token (a pre + post sub-token pair); an image has 256.
+Main comparison (default): full 256-step runs, nothing interpolated, variants interleaved, medians.
 
-* fast: ``open_magvit2.generator.generate_tokens`` — class-token prefill, then one spatial step and two intra
-  positions per token, static KV caches allocated once. Timed over all 256 steps.
-* naive: every step re-runs the spatial transformer over the whole prefix ``[class, E[0..n−1]]`` (no cache) and
-  the intra transformer over ``[h_n]`` then ``[h_n, pre_emb(pre_n)]``. A full naive run of the B model takes
-  about an hour on 2 cores, so its cost is measured at ``--naive-points`` prefix lengths spread over 1..256 (one
-  real naive step each, on the tokens the fast run sampled) and the 256-step total is the sum of the linear
-  interpolation of those step times over all 256 lengths. The per-step cost grows linearly with the prefix (matmul
-  FLOPs ∝ length; attention is a small quadratic term), so linear interpolation is accurate; the measured points are
-  printed so the estimate can be checked.
-* correctness (on unless ``--no-check``): on the tiny preset with an 8×8 grid, the naive and fast samplers give
-  identical sequences from the same seed, with CFG.
+* official-style: ``benchmarks/official_style.py::official_style_sample`` — ``sample_Open_MAGVIT2`` op for op on
+  the same weights: 264-slot spatial caches attached per run, intra caches re-allocated at every step (spec §9
+  items 8–9), a (rows, 264, 264) mask table gathered per step, ``repeat_interleave`` of keys/values, plain
+  ``nn.Linear``;
+* ours: ``generate_tokens`` — fixed-size caches allocated once, read through a mask, ``prefill`` /
+  ``decode_one_token`` / ``post_logits``;
+* ours, compiled: ``generate_tokens(..., compile=True)`` (inductor; the compile time is reported separately).
 
-dtype: float32 by default. bfloat16 is also timed for ``--dtype-steps`` decode steps (this CPU has no bf16
-matmul instructions), and the faster one is printed; the full runs use ``--dtype``.
+Model: ``--dim 768 --layers 12`` ("mid": 106 M parameters, about a third of B) unless given, random weights (heads
+N(0, 0.02) instead of the official zero init so that sampling is not uniform; speed does not depend on values),
+batch 4 with CFG (1.9, 2.0), i.e. 8 rows, temperature 1, float32. All variants start from the same seed on torch's
+global RNG and must return identical sequences (checked and printed: "equal outputs").
 
-Peak memory: a thread polls the process RSS (/proc/self/statm) every 2 ms; each phase reports the peak minus the
-RSS at its start (the weights are already resident), i.e. the extra memory of sampling.
+Time: wall clock and the main thread's CPU time (``time.thread_time``). Other jobs share this machine's 2 cores,
+so the default is ``--threads 1``, where the CPU time is immune to waiting for a core; the ratios of both are
+printed. Peak memory: a thread polls the RSS every 2 ms; "extra" is the peak minus the RSS before the run
+(weights already resident; the compiled variant reuses the cache its compile run allocated). The floor: parameter
+bytes / the streaming bandwidth of one ``sum`` over a buffer of the same size (CPU time), the time a step needs
+just to read the weights once.
 
-Usage: ``.venv/bin/python benchmarks/bench_sampling.py [--batch 8] [--naive-points 6] [--dtype float32]``.
+``--naive`` adds the older comparison: a sampler that re-runs the whole prefix every step, timed at
+``--naive-points`` prefix lengths and interpolated (a full run of B takes hours).
+
+Usage: ``.venv/bin/python benchmarks/bench_sampling.py [--dim 768 --layers 12] [--repeats 3] [--threads 1]``;
+``--dim 1024 --layers 24`` is the B preset (about 3× slower).
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ import argparse
 import dataclasses
 import os
 import platform
+import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from official_style import official_style_sample
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorTransformer, generate_tokens
 from open_magvit2.generator.sampling import guide_logits, sample_from_logits
 
@@ -70,6 +78,31 @@ class PeakRSS:
         self.mib = (self.peak - self.start) / 2**20
 
 
+def build(dim: int, layers: int, intra: int, seed: int = 0, **changes) -> GeneratorTransformer:
+    torch.manual_seed(seed)
+    config = dataclasses.replace(
+        GENERATOR_PRESETS["B"], dim=dim, n_layers=layers, n_intra_layers=intra, n_heads=dim // 64, **changes
+    )
+    model = GeneratorTransformer(config=config)
+    for h in model.head:
+        torch.nn.init.normal_(h.weight, std=0.02)
+    return model.eval()
+
+
+def stream_bandwidth(nbytes: int) -> float:
+    """Bytes per CPU second of one pass of ``sum`` over a float32 buffer of ``nbytes`` (median of 5)."""
+    buf = torch.ones(nbytes // 4)
+    times = []
+    for _ in range(6):
+        t = time.thread_time()
+        buf.sum()
+        times.append(time.thread_time() - t)
+    return nbytes / statistics.median(times[1:])
+
+
+# --------------------------------------------------------------------------------- naive full recompute (--naive)
+
+
 @torch.no_grad()
 def naive_step(model, labels_rows, pre, post, batch, scales, generator):
     """One token by full recomputation: pre, post (B, n) → sampled (pre_n, post_n), each (B,)."""
@@ -93,111 +126,97 @@ def rows_labels(model, labels, scales):
     return torch.cat([labels, torch.full_like(labels, model.config.num_classes)]) if max(scales) > 1 else labels
 
 
-@torch.no_grad()
-def naive_generate(model, labels, scales, generator):
-    B, N = labels.shape[0], model.config.seq_len
-    pre = torch.empty(B, 0, dtype=torch.int64)
-    post = torch.empty(B, 0, dtype=torch.int64)
+def naive_comparison(model, labels, scales, points: int, fast_pre, fast_post, t_fast: float) -> None:
+    N, B = model.config.seq_len, labels.shape[0]
+    lengths = sorted({round(1 + i * (N - 1) / (points - 1)) for i in range(points)})
     lr = rows_labels(model, labels, scales)
-    for _ in range(N):
-        a, b = naive_step(model, lr, pre, post, B, scales, generator)
-        pre, post = torch.cat([pre, a[:, None]], 1), torch.cat([post, b[:, None]], 1)
-    return pre, post
-
-
-def build(preset: str, dtype: torch.dtype, seed: int = 0, **changes) -> GeneratorTransformer:
-    torch.manual_seed(seed)
-    model = GeneratorTransformer(config=dataclasses.replace(GENERATOR_PRESETS[preset], **changes))
-    for h in model.head:
-        torch.nn.init.normal_(h.weight, std=0.02)
-    return model.eval().to(dtype)
-
-
-def check_tiny(scales) -> bool:
-    model = build("tiny", torch.float32, grid_size=8)  # 64 steps keep the full naive run short
-    labels = torch.tensor([1, 5, 9])
-    fast = generate_tokens(model, labels, cfg_scale=scales, generator=torch.Generator().manual_seed(7))
-    naive = naive_generate(model, labels, scales, torch.Generator().manual_seed(7))
-    return torch.equal(fast.pre, naive[0]) and torch.equal(fast.post, naive[1])
-
-
-@torch.no_grad()
-def decode_step_time(model, rows: int, steps: int) -> float:
-    """Median seconds of one decode step (spatial step + two intra positions + heads), cache included."""
-    dtype = model.pre_emb.weight.dtype
-    sc, ic = model.new_caches(rows, dtype=dtype, device=torch.device("cpu"))
-    x = model.class_emb(torch.zeros(rows, dtype=torch.int64))
-    times = []
-    for n in range(steps):
+    measured = {}
+    for L in lengths:  # prefix of n = L - 1 tokens plus the class token
         t = time.perf_counter()
-        h = model.spatial(x, n, sc)
-        model.head[0](model.intra(h, 0, ic))
-        model.head[1](model.intra(x, 1, ic))
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+        naive_step(model, lr, fast_pre[:, : L - 1], fast_post[:, : L - 1], B, scales, torch.Generator().manual_seed(L))
+        measured[L] = time.perf_counter() - t
+    xs = list(measured)
+    t_naive = float(np.interp(np.arange(1, N + 1), xs, [measured[x] for x in xs]).sum())  # linear interpolation
+    print("\nnaive step times (s) by sequence length: " + ", ".join(f"{L}: {s:.2f}" for L, s in measured.items()))
+    print(f"naive full recompute: {t_naive:.0f} s for {N} steps (interpolated from {len(xs)} lengths); ours "
+          f"{t_fast:.1f} s measured: {t_naive / t_fast:.1f}x")
+
+
+# --------------------------------------------------------------------------------------------- main comparison
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="B")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--intra", type=int, default=2)
+    ap.add_argument("--grid", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--cfg", type=float, nargs=2, default=(1.9, 2.0))
-    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--naive", action="store_true", help="also the naive-recompute comparison (interpolated)")
     ap.add_argument("--naive-points", type=int, default=6)
-    ap.add_argument("--dtype-steps", type=int, default=8, help="decode steps timed per dtype (0 = skip)")
-    ap.add_argument("--no-check", action="store_true")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     scales = tuple(args.cfg)
-    threads = torch.get_num_threads()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {threads}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}")
     print(f"load average at start: {os.getloadavg()[0]:.2f} (other processes share these cores)")
-    if not args.no_check:
-        print(f"tiny preset (8x8 grid), CFG {scales}: naive == fast sequences: {check_tiny(scales)}")
 
-    dtype = getattr(torch, args.dtype)
-    model = build(args.preset, dtype)
+    model = build(args.dim, args.layers, args.intra, grid_size=args.grid)
     n_params, N, B = model.num_params(), model.config.seq_len, args.batch
     labels = torch.arange(B) * 7 % model.config.num_classes
-    rows = rows_labels(model, labels, scales).shape[0]
-    if args.dtype_steps:
-        other = torch.bfloat16 if dtype == torch.float32 else torch.float32
-        per = {dtype: decode_step_time(model, rows, args.dtype_steps)}
-        per[other] = decode_step_time(build(args.preset, other), rows, args.dtype_steps)
-        for d, t in per.items():
-            print(f"decode step, {str(d).removeprefix('torch.')}: {t * 1e3:.0f} ms (median of {args.dtype_steps})")
-        print(f"faster dtype on this CPU: {str(min(per, key=per.get)).removeprefix('torch.')}")
+    rows = B * (2 if max(scales) > 1 else 1)
 
-    generate_tokens(model, labels[:1], cfg_scale=scales)  # warm-up (thread pool, allocator)
-    with PeakRSS() as mem_fast:
+    def ours(compile: bool = False):
+        torch.manual_seed(0)
+        out = generate_tokens(model, labels, cfg_scale=scales, compile=compile)
+        return out.pre, out.post
+
+    def official():
+        torch.manual_seed(0)
+        return official_style_sample(model, labels, scales)
+
+    variants = {"official-style": official, "ours": ours}
+    if not args.no_compile:
         t = time.perf_counter()
-        out = generate_tokens(model, labels, cfg_scale=scales, generator=torch.Generator().manual_seed(0))
-        t_fast = time.perf_counter() - t
+        ours(True)
+        print(f"compile (first compiled run, incl. sampling): {time.perf_counter() - t:.1f} s")
+        variants["ours, compiled"] = lambda: ours(True)
 
-    lengths = sorted({round(1 + i * (N - 1) / (args.naive_points - 1)) for i in range(args.naive_points)})
-    lr = rows_labels(model, labels, scales)
-    measured = {}
-    with PeakRSS() as mem_naive:
-        for L in lengths:  # prefix of n = L - 1 tokens plus the class token
-            t = time.perf_counter()
-            naive_step(
-                model, lr, out.pre[:, : L - 1], out.post[:, : L - 1], B, scales, torch.Generator().manual_seed(L)
-            )
-            measured[L] = time.perf_counter() - t
-    xs = list(measured)
-    t_naive = float(np.interp(np.arange(1, N + 1), xs, [measured[x] for x in xs]).sum())  # linear interpolation
-
-    tokens = B * N
-    print("\nnaive step times (s) by sequence length: " + ", ".join(f"{L}: {s:.2f}" for L, s in measured.items()))
-    title = f"{args.preset} ({n_params / 1e6:.1f} M params), batch {B}, CFG {scales}, {args.dtype}"
+    wall = {k: [] for k in variants}
+    cpu = {k: [] for k in variants}
+    peak: dict[str, float] = {}
+    outputs = {}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            with PeakRSS() as mem:
+                w, c = time.perf_counter(), time.thread_time()
+                outputs[name] = fn()
+                cpu[name].append(time.thread_time() - c)
+                wall[name].append(time.perf_counter() - w)
+            peak[name] = max(peak.get(name, 0.0), mem.mib)
+    ref = outputs["official-style"]
+    equal = all(torch.equal(o[0], ref[0]) and torch.equal(o[1], ref[1]) for o in outputs.values())
+    floor = n_params * 4 / stream_bandwidth(n_params * 4)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    print(f"\n| {title} | time for {N} steps | tokens/s | peak extra RSS |")
-    print("|---|---|---|---|")
-    print(f"| static KV cache (ours) | {t_fast:.1f} s (measured) | {tokens / t_fast:.1f} | {mem_fast.mib:.0f} MiB |")
-    print(
-        f"| naive full recompute | {t_naive:.0f} s (extrapolated from {len(xs)} lengths) | {tokens / t_naive:.2f} | "
-        f"{mem_naive.mib:.0f} MiB |"
-    )
-    print(f"\nspeed-up: {t_naive / t_fast:.1f}x")
+    print(f"equal outputs (all variants, same seed): {equal}")
+    title = f"{n_params / 1e6:.1f} M params (dim {args.dim}, {args.layers}+{args.intra} layers), batch {B} + CFG"
+    print(f"\n| {title} | wall s / {N} steps | CPU s / {N} steps | CPU ms / step | × official (wall) | "
+          "× official (CPU) | peak extra RSS |")
+    print("|---|---|---|---|---|---|---|")
+    med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in variants}
+    for name in variants:
+        w, c = med[name]
+        print(f"| {name} | {w:.1f} | {c:.1f} | {c / N * 1e3:.0f} | {med['official-style'][0] / w:.2f} | "
+              f"{med['official-style'][1] / c:.2f} | {peak[name]:.0f} MiB |")
+    print(f"\nrows {rows}; weight-read floor: {floor * 1e3:.0f} CPU ms / step ({n_params * 4 / 2**20:.0f} MiB of "
+          "float32 weights at the streaming bandwidth of one sum, measured in CPU time)")
+    print("all runs (wall s): " + "; ".join(f"{k}: {', '.join(f'{v:.1f}' for v in wall[k])}" for k in variants))
+
+    if args.naive:
+        naive_comparison(model, labels, scales, args.naive_points, *outputs["ours"], med["ours"][0])
 
 
 if __name__ == "__main__":

@@ -1,23 +1,26 @@
-"""Video tokenizer on CPU: encode + decode time and peak memory of one 17×128×128 clip on the full ``ucf101_128_L``
-preset (370.5 M parameters, random init, batch 1), and the peak memory of a 5× longer clip through the windowed
-path (``encode_windows`` / ``decode_windows``, window 17), which should stay flat.
+"""Video tokenizer on CPU: what windows save. Encode + decode time and peak memory of a long clip through the
+windowed path (``encode_windows`` / ``decode_windows``, window 17) against one ``encode`` + ``decode`` call on the
+same frames and on the same number of latent frames, on the full ``ucf101_128_L`` preset (370.5 M parameters,
+random init, batch 1).
 
 Peak memory. torch's CPU allocator is invisible to tracemalloc, so every case runs in a fresh subprocess that
 (1) builds the model (on 'meta', then ``to_empty`` + N(0, 0.02) init; values do not change speed) and the input,
-(2) runs the model once on a 1-frame 2f×2f clip (one-time oneDNN / thread-pool set-up), (3) reads
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` as the baseline (weights + input + runtime), (4) runs the measured
-call and reads ru_maxrss again. "Δ peak" is the increase of the process's high-water RSS: the extra memory of the
-measured call (activations, im2col buffers, outputs). glibc serves these large tensors with mmap, so freed memory
-does not hide a later peak. Times are wall clock of the measured call (``torch.inference_mode``).
+(2) runs the model once on a 1-frame 2f×2f clip (one-time oneDNN / thread-pool set-up), (3) clears the peak-RSS
+mark and reads the resident size (weights + input + runtime; ``benchmarks/peak_memory.py``), (4) runs the measured
+call. "Δ peak" is the rise of the peak RSS over that resident size: the extra memory of the measured call
+(activations, im2col buffers, outputs). Times are wall clock of the measured call (``torch.inference_mode``).
 
-* ``single``: ``encode`` then ``decode`` of a 17-frame clip (the released model's window) — times reported apart;
-* ``windowed``: ``encode_windows`` + ``decode_windows`` of 5 × 17 = 85 frames (5 independent windows);
-* ``unwindowed`` (only with ``--unwindowed``): the same 85 frames (a valid 4k+1 count) in one ``encode`` +
-  ``decode`` call, to show what the windows save.
+Windows cannot match a single call in both frames and latent frames at once (n windows of 4k+1 frames give n more
+latent frames than one call on the same frames), so the windowed run is compared with each in turn:
+
+* ``window``: one 17-frame window (``encode`` + ``decode``) — what the windowed path should cost at any length;
+* ``windowed``: ``encode_windows`` + ``decode_windows`` of 5 × 17 = 85 frames → 5 × 5 = 25 latent frames;
+* ``same frames``: the same 85 frames in one call (a valid 4k+1 count) → 22 latent frames;
+* ``same latents``: 97 frames in one call → the same 25 latent frames as the windowed run.
 
 Usage: ``.venv/bin/python benchmarks/bench_video.py [--preset ucf101_128_L] [--size 128] [--frames 17]
-[--factor 5] [--unwindowed]``. On 2 CPU cores one full-size 17-frame encode+decode takes minutes, so the default
-run takes about half an hour; ``--preset ucf101_128_L_tiny --size 32`` is a quick smoke test.
+[--factor 5]``. On 2 CPU cores one full-size 17-frame encode+decode takes minutes; ``--size 64`` quarters every
+cost, ``--preset ucf101_128_L_tiny --size 32`` is a quick smoke test. No GPU was available for these figures.
 """
 
 from __future__ import annotations
@@ -26,16 +29,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+import peak_memory
 
 
 def worker(case: str, preset: str, size: int, frames: int, factor: int, out: str) -> None:
@@ -51,15 +51,18 @@ def worker(case: str, preset: str, size: int, frames: int, factor: int, out: str
     with torch.no_grad():
         for p in tok.parameters():
             p.normal_(0, 0.02)
-    t = frames if case == "single" else frames * factor
-    if case == "unwindowed":
-        t = 1 + (t - 1) // tok.frame_step * tok.frame_step  # largest valid count ≤ factor·frames (85 stays 85)
+    windowed_latents = factor * tok.latent_frames(frames)
+    t = {"window": frames, "windowed": frames * factor, "same frames": frames * factor,
+         "same latents": tok.output_frames(windowed_latents)}[case]
+    if case == "same frames" and (t - 1) % tok.frame_step:
+        raise ValueError(f"{factor} × {frames} frames is not a valid clip length for one call; pick another --factor")
     video = torch.rand(1, 3, t, size, size) * 2 - 1
     f = tok.config.spatial_factor
     res: dict[str, float | int | str] = {"case": case, "frames": t}
+    res["latents"] = windowed_latents if case == "windowed" else tok.latent_frames(t)
     with torch.inference_mode():
         tok.decode(tok.encode(torch.zeros(1, 3, 1, 2 * f, 2 * f)))  # one-time library set-up
-        res["baseline_mib"] = _rss_mib()
+        res["baseline_mib"] = peak_memory.reset()
         t0 = time.perf_counter()
         if case == "windowed":
             w = tok.encode_windows(video, window=frames)
@@ -71,8 +74,7 @@ def worker(case: str, preset: str, size: int, frames: int, factor: int, out: str
             rec = tok.decode(indices)
         t2 = time.perf_counter()
     assert rec.shape == video.shape
-    res.update(encode_s=t1 - t0, decode_s=t2 - t1, peak_mib=_rss_mib())
-    res["delta_mib"] = res["peak_mib"] - res["baseline_mib"]
+    res.update(encode_s=t1 - t0, decode_s=t2 - t1, delta_mib=peak_memory.peak_since(res["baseline_mib"]))
     res["params_m"] = sum(p.numel() for p in tok.parameters()) / 1e6
     Path(out).write_text(json.dumps(res))
 
@@ -93,9 +95,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="ucf101_128_L")
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--frames", type=int, default=17, help="window / single-clip length (4k+1)")
-    p.add_argument("--factor", type=int, default=5, help="the long clip has factor × frames frames")
-    p.add_argument("--unwindowed", action="store_true", help="also run the long clip in one call")
+    p.add_argument("--frames", type=int, default=17, help="window length (4k+1)")
+    p.add_argument("--factor", type=int, default=5, help="the long clip has factor windows (1 mod 4 keeps the "
+                   "same-frames clip valid)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -105,27 +107,26 @@ def main() -> None:
 
     import torch
 
-    cases = ["single", "windowed"] + (["unwindowed"] if args.unwindowed else [])
     results = {}
-    for case in cases:
+    for case in ("window", "windowed", "same frames", "same latents"):
         print(f"running {case} …", file=sys.stderr, flush=True)
         results[case] = run_case(case, args)
-    single = results["single"]
-    print(f"\n{args.preset} ({single['params_m']:.1f} M parameters, random init), batch 1, {args.size}×{args.size}; "
+    w = results["windowed"]
+    print(f"\n{args.preset} ({w['params_m']:.1f} M parameters, random init), batch 1, {args.size}×{args.size}; "
           f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads\n")
-    print("| case | frames | encode s | decode s | total s | s / frame | baseline RSS MiB | Δ peak MiB "
-          "| Δ peak / single |")
+    print("| case | frames | latent frames | encode s | decode s | total s | Δ peak MiB | one call / windowed: time "
+          "| one call / windowed: Δ peak |")
     print("|---|---|---|---|---|---|---|---|---|")
     for case, r in results.items():
         total = r["encode_s"] + r["decode_s"]
-        print(f"| {case} | {r['frames']} | {r['encode_s']:.1f} | {r['decode_s']:.1f} | {total:.1f} | "
-              f"{total / r['frames']:.2f} | {r['baseline_mib']:.0f} | {r['delta_mib']:.0f} | "
-              f"{r['delta_mib'] / single['delta_mib']:.2f}× |")
-    w = results["windowed"]
-    ratio_t = (w["encode_s"] + w["decode_s"]) / (single["encode_s"] + single["decode_s"])
-    print(f"\nwindowed / single: time {ratio_t:.2f}× for {w['frames'] / single['frames']:.0f}× the frames; "
-          f"Δ peak memory {w['delta_mib'] / single['delta_mib']:.2f}×")
+        ratios = ("", "") if case in ("window", "windowed") else (
+            f"{total / (w['encode_s'] + w['decode_s']):.2f}×", f"{r['delta_mib'] / w['delta_mib']:.2f}×")
+        print(f"| {case} | {r['frames']} | {r['latents']} | {r['encode_s']:.1f} | {r['decode_s']:.1f} | {total:.1f} | "
+              f"{r['delta_mib']:.0f} | {ratios[0]} | {ratios[1]} |")
+    one = results["window"]
+    print(f"\nwindowed / one window: Δ peak memory {w['delta_mib'] / one['delta_mib']:.2f}× for "
+          f"{w['frames'] / one['frames']:.0f}× the frames")
 
 
 if __name__ == "__main__":

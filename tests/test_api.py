@@ -78,3 +78,24 @@ def test_bad_indices_and_codes(tiny):
         tiny.decode(torch.zeros(2, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="codes must be"):
         tiny.decode_codes(torch.ones(1, 17, 2, 2))
+
+
+def test_shorter_side_size_is_torchvision_resize():
+    from open_magvit2.imaging import shorter_side_size
+
+    assert shorter_side_size(375, 500, 256) == (256, 341)  # int(256 * 500 / 375) = 341, truncated
+    assert shorter_side_size(500, 375, 256) == (341, 256)
+    assert shorter_side_size(100, 100, 64) == (64, 64)
+    with pytest.raises(ValueError, match="positive"):
+        shorter_side_size(10, 10, 0)
+
+
+def test_to_uint8_tensor_keeps_layout_and_is_the_one_conversion():
+    from open_magvit2.imaging import to_uint8_tensor
+
+    x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2  # beyond [-1, 1]: clamped
+    u8 = to_uint8_tensor(x)
+    assert u8.dtype == torch.uint8 and u8.shape == x.shape
+    expected = ((x.clamp(-1, 1).numpy() + 1.0) / 2.0 * 255).astype(np.uint8)  # spec §1.6, in float32
+    assert np.array_equal(u8.numpy(), expected)
+    assert np.array_equal(to_uint8(x), expected.transpose(0, 2, 3, 1))

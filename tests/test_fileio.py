@@ -19,3 +19,32 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path):
         atomic_write(target, fail)
     assert target.read_text() == "two"
     assert sorted(x.name for x in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_write_npy_is_atomic_and_exact(tmp_path):
+    import numpy as np
+
+    from open_magvit2.fileio import read_npy_header, write_npy
+
+    arr = np.arange(24, dtype=np.int64).reshape(2, 3, 4)
+    path = write_npy(tmp_path / "a.npy", arr)  # no ".npy" appended to the temporary name
+    assert np.array_equal(np.load(path), arr) and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    with open(path, "rb") as f:
+        assert read_npy_header(f) == ((2, 3, 4), False, np.dtype(np.int64))
+        assert np.array_equal(np.frombuffer(f.read(), np.int64).reshape(2, 3, 4), arr)  # f is left at the data
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        write_npy(tmp_path, arr)
+
+
+def test_output_checks_fail_before_any_work(tmp_path):
+    from open_magvit2.fileio import check_output_dir, check_output_file
+
+    (tmp_path / "f").write_text("x")
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # a check creates nothing
+    with pytest.raises(FileExistsError, match="existing file"):
+        check_output_dir(tmp_path / "f")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        check_output_file(tmp_path / "f" / "out.npy")
+    with pytest.raises(IsADirectoryError, match="existing folder"):
+        check_output_file(tmp_path)

@@ -10,7 +10,9 @@ from open_magvit2.imaging import (
     psnr_uint8,
     resize_shorter_side,
     save_image,
+    shorter_side_size,
     to_uint8,
+    to_uint8_tensor,
 )
 
 __all__ = [
@@ -23,5 +25,7 @@ __all__ = [
     "psnr_uint8",
     "resize_shorter_side",
     "save_image",
+    "shorter_side_size",
     "to_uint8",
+    "to_uint8_tensor",
 ]

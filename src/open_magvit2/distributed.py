@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +78,19 @@ def shutdown(ctx: DistContext) -> None:
     """Destroy the process group if ``init_distributed`` created it."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(
+    device: str | torch.device | None = None, *, always: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Iterator[DistContext]:
+    """``with process_group(device) as ctx:`` — :func:`init_distributed` on entry, :func:`shutdown` on exit (also
+    when the block raises), for pipelines that own their process group for one call."""
+    ctx = init_distributed(device, always=always, timeout_s=timeout_s)
+    try:
+        yield ctx
+    finally:
+        shutdown(ctx)
 
 
 def _active(ctx: DistContext) -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,22 +18,9 @@ from open_magvit2.eval.metrics import frechet_distance_svd
 from open_magvit2.eval.video import VideoEvalConfig, VideoNets, evaluate_video, i3d_input
 
 pytest.importorskip("av")
-
-
-class _Recording(torch.nn.Module):
-    """Stands in for the I3D (whose architecture and loading are tested in test_backbones; four full passes at
-    224² would cost half a minute of CPU here) and keeps what it was given and what it returned."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = lambda x: torch.stack(  # (B, 9) clip statistics
-            [x.mean((2, 3, 4)), x.std((2, 3, 4)), x[:, :, :, ::32, ::32].flatten(2).mean(2)], 1).flatten(1)
-        self.inputs, self.outputs = [], []
-
-    def forward(self, x):
-        self.inputs.append(x.clone())
-        self.outputs.append(self.net(x))
-        return self.outputs[-1]
+sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import video_dist_worker from sys.path
+import video_dist_worker
+from video_dist_worker import RecordingI3D, tiny_video_tokenizer
 
 
 def _official_i3d_preprocess(video: torch.Tensor) -> torch.Tensor:
@@ -62,12 +52,9 @@ def test_centre_window_is_the_official_one():
 
 def test_evaluate_video_equals_direct_computation(ucf, weights, tmp_path):
     from open_magvit2.data.video import uint8_to_video
-    from open_magvit2.tokenizer import TokenizerConfig
-    from open_magvit2.tokenizer.video import VideoTokenizer
 
-    torch.manual_seed(0)
-    tok = VideoTokenizer(TokenizerConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=18, dims=3)).eval()
-    nets = VideoNets(_Recording(), load_lpips("alex", weights["alex"]), load_lpips("vgg", weights["vgg"]))
+    tok = tiny_video_tokenizer()
+    nets = VideoNets(RecordingI3D(), load_lpips("alex", weights["alex"]), load_lpips("vgg", weights["vgg"]))
     cfg = VideoEvalConfig(checkpoint="in-memory", data=str(ucf), output=str(tmp_path), num_frames=9, size=32,
                           batch_size=4, num_workers=0, progress=False)
     r = evaluate_video(cfg, model=tok, nets=nets)
@@ -97,3 +84,67 @@ def test_clip_loader_centre_crops_deterministically(ucf):
     b = load_clip(ucf / "train" / "ClassA" / "v1.mp4", 9, 32)
     assert a.shape == (3, 9, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)
     assert load_clip(ucf / "train" / "ClassA" / "short.mp4", 9, 32) is None
+
+
+class _FailingAt(torch.nn.Module):
+    """The tokenizer, but it dies at forward call ``fail_at`` (a crash or pre-emption)."""
+
+    def __init__(self, model: torch.nn.Module, fail_at: int | None) -> None:
+        super().__init__()
+        self.model, self.config, self.fail_at, self.calls = model, model.config, fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("pre-empted")
+        return self.model(x)
+
+
+@pytest.fixture(scope="module")
+def video_cfg(ucf, tmp_path_factory):
+    return VideoEvalConfig(checkpoint="in-memory", data=str(ucf), output=str(tmp_path_factory.mktemp("v")),
+                           num_frames=9, size=32, batch_size=1, num_workers=0, progress=False, lpips=False)
+
+
+@pytest.fixture(scope="module")
+def whole(video_cfg):
+    return evaluate_video(video_cfg, model=tiny_video_tokenizer(), nets=VideoNets(RecordingI3D(), None, None))
+
+
+def test_evaluate_video_resumes_after_an_interruption(video_cfg, whole, tmp_path):
+    cfg = replace(video_cfg, output=str(tmp_path), save_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_video(cfg, model=_FailingAt(tiny_video_tokenizer(), 2), nets=VideoNets(RecordingI3D(), None, None))
+    assert (tmp_path / "state" / "rank0-of-1.pt").is_file()
+    resumed = _FailingAt(tiny_video_tokenizer(), None)
+    again = evaluate_video(cfg, model=resumed, nets=VideoNets(RecordingI3D(), None, None))
+    assert resumed.calls == 1  # v1 came from the state; v2 was left (short.mp4 is skipped without a forward)
+    assert again.rfvd == pytest.approx(whole.rfvd, rel=1e-12) and again.used_codes == whole.used_codes
+    assert again.skipped == whole.skipped == ["ClassA/short.mp4"]
+    with pytest.raises(ValueError, match=r"different evaluation.*num_frames"):
+        evaluate_video(replace(cfg, num_frames=5), model=resumed, nets=VideoNets(RecordingI3D(), None, None))
+
+
+def test_evaluate_video_on_two_ranks_equals_one(video_cfg, whole, tmp_path):
+    import torch.multiprocessing as mp
+
+    cfg = replace(video_cfg, output=str(tmp_path))
+    mp.spawn(video_dist_worker.run, args=(2, str(tmp_path / "rdzv"), cfg, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))  # written by the test
+    assert r1 is None and r0["protocol"]["world_size"] == 2
+    assert r0["rfvd"] == pytest.approx(whole.rfvd, rel=1e-5) and r0["num_clips"] == 2  # float32 convs, 1 vs 2 threads
+    assert r0["skipped"] == ["ClassA/short.mp4"] and r0["used_codes"] == whole.used_codes
+    assert (tmp_path / "state" / "rank1-of-2.pt").is_file()
+
+
+def test_clip_list_takes_files_folders_and_globs(ucf):
+    from open_magvit2.eval.video import clip_list
+
+    base = VideoEvalConfig(checkpoint="", data=str(ucf))
+    assert clip_list(base)[1] == ["ClassA/short.mp4", "ClassA/v1.mp4", "ClassA/v2.mp4"]  # train/ by default
+    glob = replace(base, data=(str(ucf / "train" / "**" / "v*.mp4"),))
+    assert clip_list(glob)[1] == ["ClassA/v1.mp4", "ClassA/v2.mp4"]
+    files = replace(base, data=(str(ucf / "train" / "ClassA" / "v2.mp4"), str(ucf / "train" / "ClassA")))
+    assert clip_list(files)[1] == ["v2.mp4", "short.mp4", "v1.mp4"]
+    with pytest.raises(FileNotFoundError, match="--split"):
+        clip_list(replace(base, split="test"))

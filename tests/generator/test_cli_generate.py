@@ -69,7 +69,7 @@ def test_cli_user_errors(small_dir, tmp_path, capsys):
     assert main([*base, "--classes", "1", "--cfg", "1,2,3"]) == 2
     assert "PRE,POST" in capsys.readouterr().err
     assert main(["generate", "--classes", "1", "-o", str(tmp_path / "y")]) == 2
-    assert "--checkpoint is required" in capsys.readouterr().err
+    assert "checkpoint is required" in capsys.readouterr().err
 
 
 def test_help_texts(capsys):

@@ -26,6 +26,18 @@ FAST = ["--set", "data.size=32", "--set", "data.batch_size=2", "--set", "run.log
         "--set", "run.sample_every=3", "--set", "loss.disc_start=0"]  # the discriminator from step 0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_process_threads():
+    """Bit-exact comparisons between runs need the same number of threads (it changes float summation order):
+    run in-process steps with the thread count that the subprocess runs below get, whatever earlier tests set."""
+    fresh = int(subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                               capture_output=True, text=True, check=True).stdout)
+    before = torch.get_num_threads()
+    torch.set_num_threads(fresh)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     return photo_folder(tmp_path_factory.mktemp("photos"))

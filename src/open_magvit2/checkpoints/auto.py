@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from open_magvit2.checkpoints.hub import CONFIG_NAME, resolve_pretrained
-from open_magvit2.checkpoints.official import load_official_state_dict
-
-MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator")
+from open_magvit2.checkpoints.loading import MODEL_TYPES, open_checkpoint
 
 
 def model_class(model_type: str) -> Any:
@@ -31,28 +28,20 @@ def model_class(model_type: str) -> Any:
     raise ValueError(f"unknown model_type {model_type!r}; expected one of {MODEL_TYPES}")
 
 
-def official_model_type(path: str | Path) -> str:
-    """Which model an official ``.ckpt`` holds: ``image_generator`` (AR), ``video_tokenizer`` or ``image_tokenizer``."""
-    sd = load_official_state_dict(path)
-    if any(k.startswith("transformer.") for k in sd):
-        return "image_generator"
-    conv_in = sd.get("encoder.conv_in.weight", sd.get("encoder.conv_in.conv_1.weight"))
-    if conv_in is None:
-        raise ValueError(f"{path}: neither a tokenizer (encoder.conv_in) nor an AR model (transformer.*) checkpoint")
-    return "video_tokenizer" if conv_in.dim() == 5 else "image_tokenizer"
-
-
-def load_pretrained(path_or_id: str | Path, weights: str = "ema", **kwargs: Any) -> nn.Module:
-    """Load an image tokenizer, video tokenizer or AR generator from an official ``.ckpt``, a
-    ``save_pretrained`` directory or a Hugging Face repo id. ``weights`` selects EMA/raw weights of an official
-    tokenizer file (AR files store no EMA)."""
-    path = resolve_pretrained(path_or_id)
-    if path.is_dir():
-        cfg = path / CONFIG_NAME
-        if not cfg.is_file():
-            raise FileNotFoundError(f"{path}: not a save_pretrained directory (no {CONFIG_NAME})")
-        return model_class(json.loads(cfg.read_text()).get("model_type")).from_pretrained(path, **kwargs)
-    model_type = official_model_type(path)
-    if model_type == "image_generator":  # AR files hold no EMA weights (spec §0.1)
-        return model_class(model_type).from_pretrained(path, **kwargs)
-    return model_class(model_type).from_pretrained(path, weights=weights, **kwargs)
+def load_pretrained(
+    path_or_id: str | Path,
+    weights: str = "ema",
+    revision: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Load an image tokenizer, video tokenizer or AR generator from an official ``.ckpt``, a ``save_pretrained``
+    directory, a released name or a Hugging Face repo id, straight onto ``device`` in ``dtype``. ``weights``
+    selects EMA/raw weights of an official tokenizer file (AR files store no EMA)."""
+    checkpoint = open_checkpoint(path_or_id, revision)  # the one folder-or-official-file dispatch
+    cls = model_class(checkpoint.model_type)
+    if checkpoint.model_type == "image_generator":  # AR files hold no EMA weights (spec §0.1)
+        return cls.from_checkpoint(checkpoint, device=device, dtype=dtype, **kwargs)
+    return cls.from_checkpoint(checkpoint, weights, device=device, dtype=dtype, **kwargs)

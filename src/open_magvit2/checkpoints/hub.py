@@ -1,17 +1,28 @@
-"""Our own checkpoint format and where checkpoints come from.
+"""Our own checkpoint format and where checkpoints come from (docs/checkpoints.md).
 
 A ``save_pretrained`` directory holds ``config.json`` (``{"model_type", "format_version", "config"}``) and
-``model.safetensors``. ``from_pretrained`` accepts such a directory, an official ``.ckpt`` file, a Hugging Face
-repo id holding such a directory, or ``owner/repo/file.ckpt`` for an official file on the hub (cached by
-huggingface_hub).
+``model.safetensors``. :func:`resolve_pretrained` turns what a user passes into a local path, in this order:
+
+1. an existing local file or folder, as is;
+2. a released name (``imagenet_256_L``, ``AR_256_B``, ... see :data:`RELEASES`): the official ``.ckpt`` from its
+   TencentARC hub repo, through the Hugging Face cache (a cached file is used without contacting the hub);
+3. anything that looks like a path (a suffix such as ``.ckpt``, or a leading ``.``, ``/`` or ``~``): "no such
+   file", never a hub call (an offline node would otherwise wait for retries);
+4. ``owner/name``: a ``save_pretrained`` folder on the hub; ``hf://owner/name/path/file.ckpt``: one file there.
+
+Works with ``huggingface_hub`` 0.20 and later (errors are imported from ``huggingface_hub.utils``, which every
+release since has; ``huggingface_hub.errors`` only gained them in 0.25).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -44,6 +55,12 @@ def save_pretrained_dir(
 
 def load_pretrained_dir(directory: str | Path) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
     """Read a ``save_pretrained`` directory → (model_type, config dict, state dict)."""
+    model_type, config = read_pretrained_config(directory)
+    return model_type, config, load_file(str(Path(directory) / WEIGHTS_NAME))
+
+
+def read_pretrained_config(directory: str | Path) -> tuple[str, dict[str, Any]]:
+    """(model_type, config dict) of a ``save_pretrained`` directory, checked; its weights are not read."""
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
@@ -57,31 +74,140 @@ def load_pretrained_dir(directory: str | Path) -> tuple[str, dict[str, Any], dic
         raise ValueError(
             f"{cfg_path}: format_version {doc['format_version']} is newer than this package; upgrade open-magvit2"
         )
-    return doc["model_type"], doc["config"], load_file(str(w_path))
+    return doc["model_type"], doc["config"]
+
+
+@dataclass(frozen=True)
+class Release:
+    """One released checkpoint: its short name, the hub repo and the file in it."""
+
+    name: str
+    repo_id: str
+    filename: str
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+
+
+def _release(name: str, repo: str) -> Release:
+    return Release(name, f"TencentARC/Open-MAGVIT2-{repo}", f"{name}.ckpt")
+
+
+RELEASES: dict[str, Release] = {
+    r.name: r
+    for r in (
+        _release("imagenet_128_L", "Tokenizer-128-resolution"),
+        _release("imagenet_256_L", "Tokenizer-256-resolution"),
+        _release("pretrain256_262144", "Tokenizer-262144-Pretrain"),
+        _release("pretrain256_16384", "Tokenizer-16384-Pretrain"),
+        _release("video_128_262144", "Tokenizer-262144-Video"),
+        _release("AR_256_B", "AR-B-256-resolution"),
+        _release("AR_256_L", "AR-L-256-resolution"),
+        _release("AR_256_XL", "AR-XL-256-resolution"),
+    )
+}
+HF_PREFIX = "hf://"
+TOKEN_GRID = 16  # every released tokenizer makes 16×16 token grids at its training resolution (spec §1.4, §4.3)
+
+
+def native_size(spatial_factor: int) -> int:
+    """The image size a tokenizer was trained at: ``16 × spatial_factor`` (128 for the 8× models, 256 for the 16×
+    ones). The CLI's default ``--size``."""
+    return TOKEN_GRID * spatial_factor
+
+
+def looks_like_path(text: str) -> bool:
+    """A leading ``.``, ``/``, ``~`` or a backslash, or a file suffix (``x.ckpt``; not ``model-v1.5``)."""
+    suffix = Path(text).suffix
+    return text.startswith((".", "/", "~")) or "\\" in text or (len(suffix) > 1 and suffix[1].isalpha())
 
 
 def resolve_pretrained(path_or_id: str | Path, revision: str | None = None) -> Path:
-    """A local file or directory as is; otherwise download from the Hugging Face hub (cached).
-
-    ``owner/repo`` fetches a ``save_pretrained`` directory; ``owner/repo/path/file.ckpt`` one official file.
-    """
-    p = Path(path_or_id)
+    """A local path for ``path_or_id`` (module docstring); ``FileNotFoundError`` with one line saying what to do."""
+    if isinstance(path_or_id, bool) or not isinstance(path_or_id, (str, Path)):
+        raise TypeError(
+            f"expected a checkpoint path, a released name such as 'imagenet_256_L' or a hub repo id, got "
+            f"{type(path_or_id).__name__}"
+        )
+    text = str(path_or_id)
+    if not text.strip():
+        raise ValueError("the checkpoint name is empty: pass a path, a released name or a hub repo id")
+    p = Path(text).expanduser()
     if p.exists():
         return p
-    name = str(path_or_id)
-    parts = name.split("/")
-    if len(parts) < 2 or name.startswith((".", "/")) or any(not s for s in parts):
-        raise FileNotFoundError(f"{name}: no such file or directory (and not a Hugging Face repo id 'owner/name')")
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    if text in RELEASES:
+        r = RELEASES[text]
+        return _hub_file(r.repo_id, r.filename, revision, text, r.url)
+    if text.startswith(HF_PREFIX):
+        parts = text[len(HF_PREFIX) :].split("/")
+        if len(parts) < 3 or not all(parts):
+            raise ValueError(f"{text}: expected hf://owner/name/path/to/file")
+        repo, file = "/".join(parts[:2]), "/".join(parts[2:])
+        return _hub_file(repo, file, revision, text, f"https://huggingface.co/{repo}/resolve/main/{file}")
+    stem = Path(text).stem
+    if looks_like_path(text) or text.count("/") != 1 or not all(text.split("/")):
+        hint = f"; the released checkpoint is named {stem!r}: pass that name to download it" if stem in RELEASES else ""
+        names = "" if hint else f" (nor a released name: {', '.join(RELEASES)}; nor a hub repo id 'owner/name')"
+        raise FileNotFoundError(f"{text}: no such file or directory{names}{hint}")
+    return _hub_snapshot(text, revision)
 
-    repo_id = "/".join(parts[:2])
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or the hub's host cannot be reached within ``timeout`` seconds: the
+    download would only retry for half a minute before failing."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
     try:
-        if len(parts) > 2:
-            return Path(hf_hub_download(repo_id, "/".join(parts[2:]), revision=revision))
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_file(repo_id: str, filename: str, revision: str | None, name: str, url: str) -> Path:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if isinstance(cached, str):  # in the cache: no network at all
+        return Path(cached)
+    offline = FileNotFoundError(
+        f"{name}: {filename} is not in the Hugging Face cache and the hub cannot be reached (offline?); download "
+        f"{url} and pass its local path instead (e.g. --checkpoint ./{Path(filename).name})"
+    )
+    if not _hub_reachable():
+        raise offline
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except LocalEntryNotFoundError:
+        raise offline from None
+    except Exception as e:  # HTTP errors, gated or missing repos, bad revisions: one line, what the hub said
+        raise FileNotFoundError(f"{name}: the Hugging Face hub could not provide {url} ({_first_line(e)})") from None
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    try:
+        if not _hub_reachable():  # a cached snapshot still resolves offline
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
+                                          local_files_only=True))
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
+    except LocalEntryNotFoundError:
         raise FileNotFoundError(
-            f"{name}: not a local path, and the Hugging Face hub could not provide it "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            f"{repo_id}: not a local path, and the hub repo is not cached and cannot be reached (offline?); pass a "
+            "local save_pretrained folder or .ckpt file instead"
         ) from None
+    except Exception as e:
+        raise FileNotFoundError(f"{repo_id}: not a local path, and the Hugging Face hub could not provide it "
+                                f"({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160] if text else ''}"

@@ -1,8 +1,9 @@
-"""Reading the released Open-MAGVIT2 ``.ckpt`` files (spec §0): safe loading, the EMA key map, architecture
-inference, and strict loading with errors that name the keys.
+"""Reading the released Open-MAGVIT2 ``.ckpt`` files (spec §0): safe loading, the EMA key map, and strict key
+checks with errors that name the keys.
 
 The released files are ``torch.save`` pickles of ``{"state_dict": OrderedDict}`` that contain only tensors, so
-they load with ``weights_only=True``; nothing else is ever unpickled.
+they load with ``weights_only=True``; nothing else is ever unpickled. This module knows nothing about the models:
+their architectures are read off the tensor shapes by ``tokenizer/config.py`` and ``generator/api.py``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,9 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:  # the tokenizer package imports this module
-    from open_magvit2.tokenizer.config import TokenizerConfig
-
 
 EMA_PREFIX = "model_ema."
 EMA_SCALARS = ("model_ema.decay", "model_ema.num_updates")
@@ -33,13 +29,13 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    is_zip = zipfile.is_zipfile(path)
+    is_zip = loads_mapped(path)
     try:
         # mmap avoids a second copy of 1–6 GB files; it needs the zip format that torch.save writes since 1.6.
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "Weights only load failed" in msg and "Unsupported global" in msg:
+        msg = str(e).lower()  # torch's wording varies: "Unsupported global: ...", "unsupported GLOBAL posix.system"
+        if "weights only load failed" in msg and "unsupported global" in msg:
             raise ValueError(
                 f"{path}: refusing to load: the file needs arbitrary pickle code (not only tensors); "
                 "nothing in it was executed. Official Open-MAGVIT2 checkpoints contain only tensors."
@@ -54,6 +50,12 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{path}: not an Open-MAGVIT2 checkpoint (expected a dict with a 'state_dict' of tensors)")
     return dict(obj)
+
+
+def loads_mapped(path: str | Path) -> bool:
+    """Whether :func:`load_official_state_dict` memory-maps ``path``: its tensors are then views of a private,
+    read-only mapping of the file, so their pages can be dropped once copied (``checkpoints/loading.py``)."""
+    return zipfile.is_zipfile(path)
 
 
 def _first_line(e: BaseException) -> str:
@@ -110,34 +112,6 @@ def tokenizer_weights(state_dict: Mapping[str, Tensor], weights: str = "ema", pr
     return {k: sd[ema_key(k)] for k in names}
 
 
-def infer_tokenizer_config(weights: Mapping[str, Tensor], **overrides: object) -> TokenizerConfig:
-    """Recover ch, ch_mult, num_res_blocks, z_channels and dims from encoder/decoder tensor shapes."""
-    from open_magvit2.tokenizer.config import TokenizerConfig
-
-    conv = "conv_1.weight" if "encoder.conv_in.conv_1.weight" in weights else "weight"
-    try:
-        conv_in = weights[f"encoder.conv_in.{conv}"]
-        conv_out = weights[f"encoder.conv_out.{conv}"]
-        dec_out = weights[f"decoder.conv_out.{conv}"]
-    except KeyError as e:
-        raise ValueError(f"cannot infer the tokenizer architecture: key {e} is missing") from None
-    levels = sorted({int(k.split(".")[2]) for k in weights if k.startswith("encoder.down.")})
-    blocks = {int(k.split(".")[4]) for k in weights if k.startswith("encoder.down.0.block.")}
-    ch = conv_in.shape[0]
-    ch_mult = tuple(weights[f"encoder.down.{i}.block.0.conv1.{conv}"].shape[0] // ch for i in levels)
-    fields: dict[str, object] = dict(
-        ch=ch,
-        ch_mult=ch_mult,
-        num_res_blocks=len(blocks),
-        z_channels=conv_out.shape[0],
-        dims=conv_in.dim() - 2,
-        in_channels=conv_in.shape[1],
-        out_channels=dec_out.shape[0],
-    )
-    fields.update(overrides)
-    return TokenizerConfig(**fields)  # type: ignore[arg-type]
-
-
 def _summarise(keys: list[str], limit: int = 8) -> str:
     if not keys:
         return "none"
@@ -145,19 +119,27 @@ def _summarise(keys: list[str], limit: int = 8) -> str:
     return "[" + ", ".join(keys[:limit]) + "]" + more + f" ({len(keys)} keys)"
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], what: str = "model") -> None:
-    """``load_state_dict(strict=True)`` with a ``ValueError`` that names missing, unexpected and mis-shaped keys."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+def check_state_dict(
+    own: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]], what: str = "model"
+) -> None:
+    """``ValueError`` naming every missing, unexpected and mis-shaped key of ``given`` against ``own`` (both map
+    key → shape), so that nothing is allocated or copied for weights that cannot load."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
     shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        f"{k}: checkpoint {tuple(given[k])} vs model {tuple(own[k])}"
         for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
+        if k in given and tuple(given[k]) != tuple(own[k])
     ]
     if missing or unexpected or shapes:
         raise ValueError(
             f"{what}: the weights do not match the architecture. Missing keys: {_summarise(missing)}. "
             f"Unexpected keys: {_summarise(unexpected)}. Shape mismatches: {_summarise(shapes)}."
         )
+
+
+def load_strict(module: nn.Module, state_dict: Mapping[str, Tensor], what: str = "model") -> None:
+    """``load_state_dict(strict=True)`` with a ``ValueError`` that names missing, unexpected and mis-shaped keys."""
+    own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    check_state_dict(own, {k: tuple(v.shape) for k, v in state_dict.items()}, what)
     module.load_state_dict(dict(state_dict), strict=True)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from open_magvit2.cli.common import add_device_arg
+from open_magvit2.cli.common import CHECKPOINT_HELP, add_device_arg, output_dir, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,21 +24,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Runs under torchrun, resumes from OUTPUT/state, writes OUTPUT/metrics.json, metrics.md, per_image.csv, "
         "code_usage.png and worst_psnr.png.",
     )
-    p.add_argument("--checkpoint", "-c", required=True, help="official .ckpt, save_pretrained folder or HF repo id")
+    p.add_argument("--checkpoint", "-c", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
-    p.add_argument("--data", required=True, help="image folder, e.g. ImageNet val with synset sub-folders")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="image folders (recursive, e.g. ImageNet val with synset sub-folders), files or quoted globs")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int, default=256, help="Resize shorter side + CenterCrop (default 256)")
+    size.add_argument("--size", type=positive_int, default=None,
+                      help="Resize shorter side + CenterCrop (default: the checkpoint's native size, 16 × its "
+                      "downsampling factor: 128 for imagenet_128_L, 256 for imagenet_256_L and the pretrain models)")
     size.add_argument("--original-resolution", action="store_true",
                       help="no resize/crop: pad to the tokenizer's factor, crop back (spec §7.2), batch 1")
-    p.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of N images")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    p.add_argument("--protocol-batch-size", type=int, default=4,
+    p.add_argument("--max-images", type=positive_int, default=None, help="evaluate an evenly spaced subset of N images")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (default 4)")
+    p.add_argument("--protocol-batch-size", type=positive_int, default=4,
                    help="PSNR/SSIM are means of per-batch means over this many images, as officially (default 4)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (the official original-resolution script)")
     p.add_argument("--metric-workers", type=int, default=None,
                    help="processes computing scikit-image SSIM (default: 4 on CUDA, 0 on CPU)")
-    p.add_argument("--save-every", type=int, default=2000, help="images per rank between resume states")
+    p.add_argument("--save-every", type=positive_int, default=2000, help="images per rank between resume states")
     p.add_argument("--restart", action="store_true", help="ignore an existing resume state in OUTPUT/state")
     _add_backbone_args(p, inception=True, i3d=False)
     _add_run_args(p)
@@ -53,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--samples", required=True, help="samples .npz (arr_0: uint8 N×H×W×3)")
     p.add_argument("--reference", required=True, help="reference batch .npz, e.g. VIRTUAL_imagenet256_labeled.npz")
-    p.add_argument("--batch-size", type=int, default=100, help="images per Inception pass (default 100)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per Inception pass (default 100)")
     p.add_argument("--pr-float32", action="store_true", help="precision/recall distances in float32 (ADM: float16)")
     _add_backbone_args(p, inception=True, i3d=False, lpips=False)
     _add_run_args(p, output_required=False)
@@ -63,19 +66,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate-video",
         help="rFVD (I3D), per-frame LPIPS and codebook usage of a video tokenizer on a video folder",
         description="Evaluate the centre window of every video of a fixed, sorted clip list: a sub-folder of "
-        "--data (--split, default train as the official code) or a split file (--split-list, e.g. UCF-101 "
-        "testlist01.txt). Deterministic: centre crop, no random duplicate padding (see docs/evaluation.md).",
+        "--data (--split, default train as the official code), video files, folders and globs, or a split file "
+        "(--split-list, e.g. UCF-101 testlist01.txt). Deterministic: centre crop, no random duplicate padding (see "
+        "docs/evaluation.md). Runs under torchrun and resumes from OUTPUT/state.",
     )
-    p.add_argument("--checkpoint", "-c", required=True, help="official video .ckpt or save_pretrained folder")
+    p.add_argument("--checkpoint", "-c", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
-    p.add_argument("--data", required=True, help="video folder, e.g. the UCF-101 root")
-    p.add_argument("--split", default="train", help="sub-folder of --data to evaluate (default: train); '' = all")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="the UCF-101 root (with --split), or video files, folders and quoted globs")
+    p.add_argument("--split", default="train",
+                   help="sub-folder of a single --data folder to evaluate (default: train); '' = the folder itself")
     p.add_argument("--split-list", default=None, help="file listing videos relative to --data (overrides --split)")
-    p.add_argument("--num-frames", type=int, default=17, help="frames per clip (default 17)")
-    p.add_argument("--size", type=int, default=128, help="frame size after resize + centre crop (default 128)")
-    p.add_argument("--max-clips", type=int, default=None, help="evaluate an evenly spaced subset of N clips")
-    p.add_argument("--batch-size", type=int, default=4, help="clips per forward pass (default 4)")
+    p.add_argument("--num-frames", type=positive_int, default=17, help="frames per clip (default 17)")
+    p.add_argument("--size", type=positive_int, default=128, help="frame size after resize + centre crop (default "
+                   "128, the released model's)")
+    p.add_argument("--max-clips", type=positive_int, default=None, help="evaluate an evenly spaced subset of N clips")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="clips per forward pass (default 4)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    p.add_argument("--save-every", type=positive_int, default=500, help="clips per rank between resume states")
+    p.add_argument("--restart", action="store_true", help="ignore an existing resume state in OUTPUT/state")
     _add_backbone_args(p, inception=False, i3d=True)
     _add_run_args(p)
     p.set_defaults(func=run_evaluate_video)
@@ -95,7 +104,7 @@ def _add_backbone_args(p: argparse.ArgumentParser, *, inception: bool, i3d: bool
 
 def _add_run_args(p: argparse.ArgumentParser, output_required: bool = True) -> None:
     p.add_argument("-o", "--output", required=output_required, help="folder for metrics.json, metrics.md, figures")
-    p.add_argument("--workers", type=int, default=4, help="data loading processes (default 4)")
+    p.add_argument("--workers", type=int, default=4, help="data loading processes (default 4; 0 = main process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_arg(p)
 
@@ -112,10 +121,11 @@ def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
 
     from open_magvit2.eval.reconstruction import TokenizerEvalConfig, evaluate_tokenizer
 
+    output_dir(args.output)
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     workers = args.metric_workers if args.metric_workers is not None else (min(4, os.cpu_count() or 1) if cuda else 0)
     cfg = TokenizerEvalConfig(
-        checkpoint=args.checkpoint, data=args.data, output=args.output, size=args.size,
+        checkpoint=args.checkpoint, data=tuple(args.data), output=args.output, size=args.size,
         original_resolution=args.original_resolution, weights=args.weights, batch_size=args.batch_size,
         protocol_batch_size=args.protocol_batch_size, max_images=args.max_images,
         inception_weights=args.inception_weights, lpips_alex_weights=args.lpips_alex_weights,
@@ -132,6 +142,8 @@ def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
 def run_evaluate_generator(args: argparse.Namespace) -> int:
     from open_magvit2.eval.generation import GeneratorEvalConfig, evaluate_generator
 
+    if args.output:
+        output_dir(args.output)
     cfg = GeneratorEvalConfig(
         samples=args.samples, reference=args.reference, output=args.output, inception_weights=args.inception_weights,
         device=args.device, batch_size=args.batch_size, pr_float16=not args.pr_float32, progress=not args.no_progress,
@@ -143,14 +155,18 @@ def run_evaluate_generator(args: argparse.Namespace) -> int:
 def run_evaluate_video(args: argparse.Namespace) -> int:
     from open_magvit2.eval.video import VideoEvalConfig, evaluate_video
 
+    output_dir(args.output)
     cfg = VideoEvalConfig(
-        checkpoint=args.checkpoint, data=args.data, output=args.output, split=args.split or None,
+        checkpoint=args.checkpoint, data=tuple(args.data), output=args.output, split=args.split or None,
         split_list=args.split_list, num_frames=args.num_frames, size=args.size, max_clips=args.max_clips,
         weights=args.weights, i3d_weights=args.i3d_weights, lpips_alex_weights=args.lpips_alex_weights,
         lpips_vgg_weights=args.lpips_vgg_weights, lpips=not args.no_lpips, batch_size=args.batch_size,
-        device=args.device, num_workers=args.workers, progress=not args.no_progress,
+        device=args.device, num_workers=args.workers, save_every=args.save_every, restart=args.restart,
+        progress=not args.no_progress,
     )
     result = evaluate_video(cfg)
+    if result is None:  # not rank 0
+        return 0
     _print(result, args.output)
     if result.skipped:
         print(f"skipped {len(result.skipped)} videos shorter than {args.num_frames} frames (listed in metrics.json)")

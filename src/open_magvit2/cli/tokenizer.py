@@ -1,18 +1,41 @@
-"""``reconstruct``, ``tokenize``, ``detokenize`` and ``convert``: the image tokenizer from the command line."""
+"""``reconstruct``, ``tokenize``, ``detokenize`` and ``convert``: the image tokenizer from the command line.
+
+Inputs are files, folders (recursive) and globs, read in batches by a DataLoader; outputs keep the inputs' names
+(and a folder's sub-folders). Every output file is written atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from open_magvit2.checkpoints.auto import load_pretrained
-from open_magvit2.cli.common import add_checkpoint_args, add_device_arg, pick_device, progress, require_checkpoint
-from open_magvit2.imaging import crop_box, image_grid, load_image, pad_to_multiple, psnr_uint8, save_image, to_uint8
+from open_magvit2.cli.common import (
+    add_checkpoint_args,
+    add_device_arg,
+    checkpoint_first,
+    load_checkpoint,
+    output_dir,
+    positive_int,
+)
+from open_magvit2.cli.images import (
+    INPUTS_HELP,
+    add_batch_args,
+    image_batches,
+    image_size,
+    load_token_file,
+    read_sidecar,
+    write_sidecar,
+)
+from open_magvit2.data import tokens as token_sets
+from open_magvit2.fileio import InputFile, find_files, write_npy
+from open_magvit2.imaging import IMAGE_SUFFIXES, crop_box, image_grid, psnr_uint8, save_image, to_uint8
+from open_magvit2.progress import progress
 from open_magvit2.tokenizer import ImageTokenizer
+
+VIDEO_HINT = "use reconstruct-video / tokenize-video for video checkpoints"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,20 +43,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reconstruct",
         help="encode and decode images; write reconstructions, side-by-side PNGs, print PSNR",
         description="Tokenize and reconstruct images. Writes <name>_recon.png and <name>_compare.png "
-        "(original | reconstruction) to the output folder and prints the PSNR of each image.",
+        "(original | reconstruction) to the output folder, keeping the sub-folders of a folder input, and prints "
+        "the PSNR of each image.",
     )
-    p.add_argument("images", nargs="+", type=Path, help="image files (any format PIL reads)")
+    p.add_argument("inputs", nargs="+", metavar="[CHECKPOINT] INPUT", help=INPUTS_HELP)
     _add_common(p)
     p.set_defaults(func=run_reconstruct)
 
     p = sub.add_parser(
         "tokenize",
-        help="write the token indices of images as .npy files",
-        description="Encode images to LFQ indices: <name>.npy holds an int64 (h, w) array, LSB-first. With "
-        "--original-resolution a <name>.json sidecar records the padding for detokenize.",
+        help="write the token indices of images: one .npy per image, or one sharded token set (--shards)",
+        description="Encode images to LFQ indices, int64 (h, w), LSB-first. Default: <name>.npy per image (with "
+        "--original-resolution a <name>.json sidecar records the padding for detokenize). --shards: one token set "
+        "(shard-*.tokens.npy + index.json, the format generator training reads); resumes finished shards.",
     )
-    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("inputs", nargs="+", metavar="[CHECKPOINT] INPUT", help=INPUTS_HELP)
     _add_common(p)
+    p.add_argument("--shards", action="store_true", help="write one sharded token set instead of .npy files")
+    p.add_argument("--shard-size", type=positive_int, default=10000, help="images per shard (default 10000)")
+    p.add_argument("--labels", choices=("none", "folders"), default="none",
+                   help="with --shards: class labels from the top-level sub-folder (sorted, e.g. ImageNet synsets; "
+                   "written to classes.json) or none (-1)")
     p.set_defaults(func=run_tokenize)
 
     p = sub.add_parser(
@@ -41,19 +71,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="decode .npy token files back to PNG images",
         description="Decode int64 index arrays of shape (h, w) or (B, h, w) written by `tokenize` to PNG images.",
     )
-    p.add_argument("tokens", nargs="+", type=Path, help=".npy files of indices")
+    p.add_argument("tokens", nargs="+", metavar="[CHECKPOINT] TOKENS", help=".npy files, folders and quoted globs")
     add_checkpoint_args(p)
-    add_device_arg(p)
+    add_device_arg(p, dtype=True)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="token grids per forward pass (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.set_defaults(func=run_detokenize)
 
     p = sub.add_parser(
         "convert",
         help="convert an official .ckpt into a save_pretrained folder (config.json + safetensors)",
-        description="Convert an official Open-MAGVIT2 checkpoint (tokenizer, video tokenizer or AR model) into "
-        "this package's format. Tokenizers keep one set of weights: EMA by default.",
+        description="Convert an official Open-MAGVIT2 checkpoint (tokenizer, video tokenizer or AR model, a path or "
+        "a released name) into this package's format. Tokenizers keep one set of weights: EMA by default.",
     )
-    p.add_argument("checkpoint", type=Path, help="official .ckpt file")
+    p.add_argument("checkpoint", help="official .ckpt file or released name")
     p.add_argument("output", type=Path, help="output folder")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="tokenizer weights to keep (default: ema)")
     p.set_defaults(func=run_convert)
@@ -61,111 +93,132 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     add_checkpoint_args(p)
-    add_device_arg(p)
+    add_device_arg(p, dtype=True)
     size = p.add_mutually_exclusive_group()
     size.add_argument(
-        "--size",
-        type=int,
-        default=None,
-        help="resize the shorter side and centre-crop to SIZE (default: the tokenizer's preset size, 256)",
+        "--size", type=positive_int, default=None,
+        help="resize the shorter side and centre-crop to SIZE (default: the checkpoint's native size, 16 × its "
+        "downsampling factor: 128 for imagenet_128_L, 256 for imagenet_256_L and the pretrain models)",
     )
-    size.add_argument(
-        "--original-resolution",
-        action="store_true",
-        help="keep each image's size: pad to a multiple of the downsampling factor, crop back after",
-    )
+    size.add_argument("--original-resolution", action="store_true",
+                      help="keep each image's size: pad to a multiple of the downsampling factor, crop back after")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    add_batch_args(p)
 
 
-def _load_tokenizer(args: argparse.Namespace) -> tuple[ImageTokenizer, torch.device]:
-    device = pick_device(args.device)
-    tok = load_pretrained(require_checkpoint(args), weights=args.weights)
-    if not isinstance(tok, ImageTokenizer):
-        raise ValueError(
-            f"{args.checkpoint} is not an image tokenizer ({type(tok).__name__}); "
-            "use reconstruct-video for video checkpoints"
-        )
-    return tok.to(device).eval(), device
-
-
-def _prepare(
-    path: Path, args: argparse.Namespace, factor: int
-) -> tuple[torch.Tensor, tuple[int, int, int, int] | None]:
-    if args.original_resolution:
-        x, box = pad_to_multiple(load_image(path, size=None), factor)
-        return x, box
-    return load_image(path, size=args.size or 256), None
-
-
-def _unique_stems(paths: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        out.append(p.stem if n == 0 else f"{p.stem}_{n}")
-    return out
+def _prepare(args: argparse.Namespace) -> tuple[ImageTokenizer, torch.device, list[InputFile], int | None, Path]:
+    """Inputs and output checked first (cheap), then the model loaded."""
+    checkpoint_first(args)
+    files = find_files(args.inputs, IMAGE_SUFFIXES, "image")
+    output_dir(args.output)
+    tok, device = load_checkpoint(args, ImageTokenizer, VIDEO_HINT)
+    return tok, device, files, image_size(args, tok.config.spatial_factor), args.output
 
 
 @torch.inference_mode()
 def run_reconstruct(args: argparse.Namespace) -> int:
-    tok, device = _load_tokenizer(args)
-    args.output.mkdir(parents=True, exist_ok=True)
+    tok, device, files, size, out = _prepare(args)
     scores = []
-    for path, stem in progress(zip(args.images, _unique_stems(args.images)), len(args.images), "reconstruct"):
-        x, box = _prepare(path, args, tok.config.spatial_factor)
-        rec = tok.decode(tok.encode(x.to(device))).cpu()
-        if box is not None:
-            x, rec = crop_box(x, box), crop_box(rec, box)
-        orig, recon = to_uint8(x[0]), to_uint8(rec[0])
-        save_image(recon, args.output / f"{stem}_recon.png")
-        save_image(image_grid([orig, recon], columns=2), args.output / f"{stem}_compare.png")
-        score = psnr_uint8(orig, recon)
-        scores.append(score)
-        print(f"{path}\tPSNR {score:.2f} dB")
+    for idx, x, boxes in image_batches(args, files, size, tok.config.spatial_factor, "reconstruct"):
+        rec = tok.decode(tok.encode(x.to(device))).cpu()  # (B, 3, H, W), unclamped
+        for j, i in enumerate(idx):
+            orig, recon = x[j], rec[j]
+            if boxes[j] is not None:
+                orig, recon = crop_box(orig, boxes[j]), crop_box(recon, boxes[j])
+            o8, r8 = to_uint8(orig), to_uint8(recon)
+            save_image(r8, out / f"{files[i].stem}_recon.png")
+            save_image(image_grid([o8, r8], columns=2), out / f"{files[i].stem}_compare.png")
+            scores.append(psnr_uint8(o8, r8))
+            print(f"{files[i].path}\tPSNR {scores[-1]:.2f} dB")
     if len(scores) > 1:
-        print(f"mean PSNR {np.mean(scores):.2f} dB over {len(scores)} images")
+        print(f"mean PSNR {np.mean(scores):.2f} dB over {len(scores)} images → {out}")
     return 0
 
 
 @torch.inference_mode()
 def run_tokenize(args: argparse.Namespace) -> int:
-    tok, device = _load_tokenizer(args)
-    args.output.mkdir(parents=True, exist_ok=True)
-    for path, stem in progress(zip(args.images, _unique_stems(args.images)), len(args.images), "tokenize"):
-        x, box = _prepare(path, args, tok.config.spatial_factor)
-        idx = tok.encode(x.to(device))[0].cpu().numpy().astype(np.int64)
-        np.save(args.output / f"{stem}.npy", idx)
-        if box is not None:
-            (args.output / f"{stem}.json").write_text(json.dumps({"crop_box": list(box)}) + "\n")
-        print(f"{path}\t{args.output / (stem + '.npy')}\t{idx.shape[0]}×{idx.shape[1]} tokens")
+    if args.shards and args.original_resolution:
+        raise ValueError("--shards needs one token grid size for all images: pass --size, not --original-resolution")
+    if args.labels != "none" and not args.shards:
+        raise ValueError("--labels goes with --shards (per-image .npy files carry no label)")
+    tok, device, files, size, out = _prepare(args)
+    if args.shards:
+        return _tokenize_shards(args, tok, device, files, size, out)
+    for idx, x, boxes in image_batches(args, files, size, tok.config.spatial_factor, "tokenize"):
+        indices = tok.encode(x.to(device)).cpu().numpy().astype(np.int64)  # (B, h, w)
+        for j, i in enumerate(idx):
+            target = out / f"{files[i].stem}.npy"
+            write_npy(target, indices[j])
+            write_sidecar(target.with_suffix(".json"), indices[j], boxes[j])
+            print(f"{files[i].path}\t{target}\t{indices.shape[1]}×{indices.shape[2]} tokens")
+    return 0
+
+
+def _folder_labels(files: list[InputFile]) -> tuple[np.ndarray, list[str]]:
+    tops = [f.name.split("/")[0] if "/" in f.name else None for f in files]
+    if None in tops:
+        bad = files[tops.index(None)]
+        raise ValueError(f"--labels folders: {bad.path} is not inside a class sub-folder of the input folder")
+    classes = sorted(set(tops))  # type: ignore[arg-type]
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup[t] for t in tops], dtype=np.int64), classes
+
+
+def _shard_done(out: Path, c: int, keys: list[str]) -> bool:
+    return token_sets.shard_is_complete(out, c) and token_sets.read_shard_keys(out, c) == keys
+
+
+def _tokenize_shards(args: argparse.Namespace, tok: ImageTokenizer, device: torch.device, files: list[InputFile],
+                     size: int | None, out: Path) -> int:
+    """Shard c holds files [c·S, (c+1)·S); a shard already complete with the same keys is kept (resume)."""
+    n, s = len(files), args.shard_size
+    labels, classes = _folder_labels(files) if args.labels == "folders" else (np.full(n, -1, np.int64), None)
+    keys = [f.name for f in files]
+    shards = [range(c * s, min(n, (c + 1) * s)) for c in range(-(-n // s))]
+    todo = [c for c, r in enumerate(shards) if not _shard_done(out, c, keys[r.start : r.stop])]
+    pending = [files[i] for c in todo for i in shards[c]]  # whole shards, in order
+    buf: list[np.ndarray] = []
+    for _, x, _ in image_batches(args, pending, size, tok.config.spatial_factor, "tokenize"):
+        buf += list(tok.encode(x.to(device)).cpu().numpy())  # (h, w) int64 each, in file order
+        while todo and len(buf) >= len(shards[todo[0]]):  # the next shard is complete: write it
+            r = shards[todo.pop(0)]
+            token_sets.write_shard(out, r.start // s, np.stack(buf[: len(r)]), labels[r.start : r.stop],
+                                   keys[r.start : r.stop])
+            buf = buf[len(r) :]
+    meta = {"bits": tok.config.z_channels, "tokenizer": str(args.checkpoint), "size": size,
+            "source": [str(i) for i in args.inputs], "num_classes": len(classes) if classes else None}
+    if classes:
+        token_sets.write_classes(out, classes)
+    index = token_sets.finalize_index(out, meta, len(shards))
+    print(f"{index['num_samples']} images → {out} ({len(shards)} shard(s), {len(pending)} images encoded now, grid "
+          f"{index['grid'][0]}×{index['grid'][1]})")
     return 0
 
 
 @torch.inference_mode()
 def run_detokenize(args: argparse.Namespace) -> int:
-    tok, device = _load_tokenizer(args)
-    args.output.mkdir(parents=True, exist_ok=True)
-    for path in progress(args.tokens, len(args.tokens), "detokenize"):
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a .npy index file ({e})") from None
-        if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{path}: expected an integer array (h, w) or (B, h, w), got {arr.dtype} {arr.shape}")
-        idx = torch.from_numpy(arr.astype(np.int64)).reshape(-1, *arr.shape[-2:]).to(device)
-        rec = tok.decode(idx).cpu()
-        sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
-            rec = crop_box(rec, tuple(json.loads(sidecar.read_text())["crop_box"]))
-        for i in range(rec.shape[0]):
-            name = f"{path.stem}.png" if rec.shape[0] == 1 else f"{path.stem}_{i}.png"
-            save_image(rec[i], args.output / name)
-        print(f"{path}\t{rec.shape[0]} image(s) → {args.output}")
+    checkpoint_first(args, "tokens")
+    files = find_files(args.tokens, (".npy",), "token")
+    out = output_dir(args.output)
+    tok, device = load_checkpoint(args, ImageTokenizer, VIDEO_HINT)
+    for f in progress(files, len(files), "detokenize", enabled=not args.no_progress, unit="file"):
+        arr = load_token_file(f.path)
+        box = read_sidecar(f.path.with_suffix(".json"), arr)
+        grids = torch.from_numpy(arr).reshape(-1, *arr.shape[-2:])  # (B, h, w)
+        for start in range(0, len(grids), args.batch_size):
+            rec = tok.decode(grids[start : start + args.batch_size].to(device)).cpu()
+            if box is not None:
+                rec = crop_box(rec, box)
+            for j, image in enumerate(rec, start):
+                save_image(image, out / (f"{f.stem}.png" if arr.ndim == 2 else f"{f.stem}_{j}.png"))
+        print(f"{f.path}\t{len(grids)} image(s) → {out}")
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    from open_magvit2.checkpoints.auto import load_pretrained
+
+    output_dir(args.output)
     model = load_pretrained(args.checkpoint, weights=args.weights)
     model.save_pretrained(args.output)
     n = sum(p.numel() for p in model.parameters())

@@ -1,4 +1,5 @@
-"""``train-tokenizer``, ``export`` and ``plot-run``: training from the command line (single process or torchrun).
+"""``train-tokenizer``, ``train-generator``, ``tokenize-dataset``, ``export`` and ``plot-run``: training from the
+command line (single process or torchrun).
 
 The training modules are imported when a subcommand runs, so inference-only installs never need the train extra.
 """
@@ -15,6 +16,15 @@ examples:
   open-magvit2 train-tokenizer --config configs/tokenizer/tiny.yaml --data photos/ --output runs/tiny --resume auto
   torchrun --nproc-per-node 8 -m open_magvit2.cli train-tokenizer --config configs/tokenizer/imagenet_128_L.yaml \\
       --data /data/imagenet/train --output runs/128_L
+"""
+
+GENERATOR_EPILOG = """\
+examples:
+  open-magvit2 tokenize-dataset --checkpoint AR_256_B --data /data/imagenet/train --size 256 --output tokens/in256
+  open-magvit2 train-generator --config configs/generator/tiny.yaml --data tokens/in256 --output runs/tiny
+  torchrun --nnodes 4 --nproc-per-node 8 ... -m open_magvit2.cli train-generator --config configs/generator/B.yaml \\
+      --data tokens/in256 --output runs/AR_B --resume auto
+  open-magvit2 export runs/AR_B exported/AR_B      # ImageGenerator.from_pretrained("exported/AR_B")
 """
 
 
@@ -45,6 +55,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train_tokenizer)
 
     p = sub.add_parser(
+        "train-generator",
+        help="train or fine-tune the class-conditional AR generator on token shards (DDP or FSDP2, exact resume)",
+        description="Train a generator from a recipe on a token set made by tokenize-dataset (or on images, "
+        "encoded on the fly when the recipe sets data.tokenizer). Writes RUN_DIR/config.yaml, checkpoints/step_*/, "
+        "metrics.jsonl, samples/*.png and tokenizer/. Launch with torchrun for several GPUs or nodes.",
+        epilog=GENERATOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_args(p)
+    p.set_defaults(func=run_train_generator)
+
+    p = sub.add_parser(
+        "tokenize-dataset",
+        help="encode an image folder or WebDataset shards once into token shards for generator training",
+        description="Write the LFQ indices, labels and source keys of every image into memory-mappable shards with "
+        "an index.json (and the tokenizer, in TOKENS_DIR/tokenizer/). Runs under torchrun with the ranks splitting "
+        "the shards; rerun the same command to resume a partial output; ends with a verification pass.",
+        epilog=GENERATOR_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_tokenize_args(p)
+    p.set_defaults(func=run_tokenize_dataset)
+
+    p = sub.add_parser(
         "export",
         help="write a run's newest checkpoint as a save_pretrained directory (from_pretrained loads it)",
         description="Export the EMA (default) or raw weights of RUN_DIR's newest checkpoint, or of a given "
@@ -60,6 +94,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, metavar="RUN_DIR")
     p.add_argument("-o", "--output", type=Path, default=None, help="PNG path (default RUN_DIR/curves.png)")
     p.set_defaults(func=run_plot)
+
+
+def _add_tokenize_args(p: argparse.ArgumentParser) -> None:
+    from open_magvit2.cli.common import add_device_arg, positive_int
+
+    p.add_argument("--checkpoint", required=True,
+                   help="the tokenizer: an official tokenizer or AR .ckpt (an AR file gives its own first stage), a "
+                        "save_pretrained folder or a released name")
+    p.add_argument("--data", required=True, help="image folder (class subfolders give the labels) or WebDataset .tar "
+                                                 "shards (a .tar, a folder of them, or a brace pattern)")
+    p.add_argument("--size", required=True, type=positive_int, help="resize the shorter side and crop to SIZE")
+    p.add_argument("--output", required=True, type=Path, help="token set folder (new, or a partial one to resume)")
+    p.add_argument("--augment", choices=("none", "flip", "tencrop"), default="none",
+                   help="views per image: centre crop (none), + its mirror (flip), or ten-crop (default: none)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per encoder call (default: 32)")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                   help="which weights of an official tokenizer .ckpt (default: ema; AR files hold raw ones)")
+    p.add_argument("--shard-size", type=positive_int, default=4096,
+                   help="images per token shard for an image folder (default: 4096; WebDataset: one per .tar)")
+    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers per rank (default: 2)")
+    add_device_arg(p)
 
 
 def _run_section(args: argparse.Namespace) -> dict:
@@ -79,6 +134,32 @@ def run_train_tokenizer(args: argparse.Namespace) -> int:
         print(f"open-magvit2 train-tokenizer: error: {e}", file=sys.stderr)
         return 1
     print(f"run → {out}")
+    return 0
+
+
+def run_train_generator(args: argparse.Namespace) -> int:
+    from open_magvit2.train.config import load_recipe
+    from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
+    from open_magvit2.train.run import NonFiniteError
+
+    cfg = load_recipe(GeneratorTrainConfig, args.config, args.overrides, run=_run_section(args))
+    try:
+        out = train_generator(cfg, args.data, args.output, resume=args.resume)
+    except NonFiniteError as e:
+        print(f"open-magvit2 train-generator: error: {e}", file=sys.stderr)
+        return 1
+    print(f"run → {out}")
+    return 0
+
+
+def run_tokenize_dataset(args: argparse.Namespace) -> int:
+    from open_magvit2.train.pretokenize import tokenize_dataset
+
+    index = tokenize_dataset(args.checkpoint, args.data, args.size, args.output, augment=args.augment,
+                             batch_size=args.batch_size, shard_size=args.shard_size, weights=args.weights,
+                             device=args.device, num_workers=args.num_workers)
+    grid = "×".join(str(g) for g in index["grid"])
+    print(f"{index['num_samples']} images × {index['views']} view(s) of {grid} tokens → {args.output}")
     return 0
 
 

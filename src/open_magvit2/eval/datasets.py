@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -19,27 +20,25 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".webp", ".bmp")
-VIDEO_SUFFIXES = (".avi", ".mp4", ".webm", ".mkv", ".mov")
+from open_magvit2.data.video import iter_frames
+from open_magvit2.fileio import find_files, read_npy_header
+from open_magvit2.imaging import load_image, shorter_side_size
+
+T = TypeVar("T")
+
 
 
 def list_files(root: str | Path, suffixes: tuple[str, ...], what: str) -> list[str]:
-    """Relative POSIX paths of all files under ``root`` with these suffixes (any case), sorted; hidden files and
-    folders are skipped. Works for ImageNet-val synset folders and for flat folders alike."""
+    """Relative POSIX paths of all files under the folder ``root`` with these suffixes (any case), sorted; hidden
+    files and folders are skipped (:func:`~open_magvit2.fileio.find_files`). For ImageNet-val synset folders and
+    flat folders alike."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{what} folder not found: {root}")
-    out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.is_file() and p.suffix.lower() in suffixes and not any(s.startswith(".") for s in rel.parts):
-            out.append(rel.as_posix())
-    if not out:
-        raise ValueError(f"no {what} files ({', '.join(suffixes)}) found under {root}")
-    return sorted(out)
+    return [f.name for f in find_files([root], suffixes, what, unique_stems=False)]
 
 
-def subset(items: list[str], limit: int | None) -> list[str]:
+def subset(items: list[T], limit: int | None) -> list[T]:
     """The first ``limit`` of an evenly spaced selection (every class of a synset-sorted list is represented)."""
     if limit is None or limit >= len(items):
         return items
@@ -61,19 +60,18 @@ def shard(n: int, rank: int, world: int) -> list[int]:
 
 
 class ImageFiles(Dataset):
-    """(position, image (3, H, W) in [−1, 1]) with the official preprocessing (``api.load_image``)."""
+    """(position, image (3, H, W) in [−1, 1]) with the official preprocessing (:func:`~open_magvit2.imaging.
+    load_image`) for the given positions of a list of image paths."""
 
-    def __init__(self, root: str | Path, files: list[str], positions: list[int], size: int | None) -> None:
-        self.root, self.files, self.positions, self.size = Path(root), files, positions, size
+    def __init__(self, paths: list[Path], positions: list[int], size: int | None) -> None:
+        self.paths, self.positions, self.size = paths, positions, size
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[int, Tensor]:
-        from open_magvit2.imaging import load_image
-
         pos = self.positions[i]
-        return pos, load_image(self.root / self.files[pos], self.size)[0]
+        return pos, load_image(self.paths[pos], self.size)[0]
 
 
 # ---- ADM .npz sample files ---------------------------------------------------------------------------------------
@@ -98,20 +96,12 @@ def npz_info(path: str | Path, key: str = "arr_0") -> NpzInfo:
                 raise ValueError(f"{path} has no '{key}' array (it holds {list(keys)}); ADM sample files store "
                                  "images as arr_0, uint8 (N, H, W, 3)")
             with z.open(f"{key}.npy") as f:
-                shape, _, dtype = _read_npy_header(f)
+                shape, _, dtype = read_npy_header(f)
     except zipfile.BadZipFile:
         raise ValueError(f"{path} is not an .npz file") from None
     if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
         raise ValueError(f"{path}: '{key}' must be uint8 (N, H, W, 3) images, got {dtype} {shape}")
     return NpzInfo(path, shape, keys)
-
-
-def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(f)
-    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-    if read is None:
-        raise ValueError(f"unsupported .npy format version {version}")
-    return read(f)
 
 
 def iter_npz_images(path: str | Path, batch_size: int, key: str = "arr_0") -> Iterator[np.ndarray]:
@@ -120,7 +110,7 @@ def iter_npz_images(path: str | Path, batch_size: int, key: str = "arr_0") -> It
     info = npz_info(path, key)
     per_image = int(np.prod(info.shape[1:]))
     with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
-        _, fortran, _ = _read_npy_header(f)
+        _, fortran, _ = read_npy_header(f)
         if fortran:  # rare: column-major data cannot be streamed image by image
             arr = np.load(path)[key]
             for start in range(0, info.shape[0], batch_size):
@@ -131,7 +121,7 @@ def iter_npz_images(path: str | Path, batch_size: int, key: str = "arr_0") -> It
             buf = f.read(n * per_image)
             if len(buf) != n * per_image:
                 raise ValueError(f"{path}: '{key}' is truncated (expected {info.shape[0]} images)")
-            yield np.frombuffer(buf, dtype=np.uint8).reshape(n, *info.shape[1:])
+            yield np.frombuffer(bytearray(buf), dtype=np.uint8).reshape(n, *info.shape[1:])  # writable
 
 
 # ---- video clips -------------------------------------------------------------------------------------------------
@@ -156,15 +146,13 @@ def load_clip(path: str | Path, length: int, size: int) -> Tensor | None:
     """Decode a video (PyAV), take the centre window of ``length`` frames, resize the shorter side to ``size``
     (bilinear, no antialias: the official cv2 resize, up to rounding) and centre-crop ``size``² (the official
     random crop, made deterministic). Returns uint8 (3, length, size, size), or None if the video is too short."""
-    from open_magvit2.data.video import iter_frames
-
     frames = list(iter_frames(path, multiple=1))  # (3, H, W) uint8 each, at the native frame rate
     window = centre_window(len(frames), length)
     if window is None:
         return None
     clip = torch.stack(frames[window[0] : window[1]]).float()  # (T, 3, H, W)
+    rh, rw = shorter_side_size(*clip.shape[-2:], size)  # cv2 with int(): the long side truncated (spec §6.3)
     h, w = clip.shape[-2:]
-    rh, rw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)  # cv2 truncates the long side
     if (rh, rw) != (h, w):
         clip = F.interpolate(clip, size=(rh, rw), mode="bilinear", align_corners=False).round().clamp(0, 255)
     top, left = (rh - size) // 2, (rw - size) // 2

@@ -15,7 +15,7 @@ lineage; spec §5.10, §11 item 4), with torch-fidelity's port of the same Tenso
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from open_magvit2.device import pick_device
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import file_digest, load_inception
 from open_magvit2.eval.datasets import iter_npz_images, npz_info
-from open_magvit2.eval.runtime import pick_device, progress
+from open_magvit2.progress import progress
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,16 @@ class GeneratorEvalConfig:
     output: str | None = None
     inception_weights: str | None = None
     device: str | None = None
+    progress: bool = True
     batch_size: int = 100
     k: int = 3
     pr_block: int = 10000
     pr_float16: bool = True
     is_split: int = 5000
-    progress: bool = True
 
 
 @dataclass
-class GeneratorEvalResult:
+class GeneratorEvalResult(report.Result):
     fid: float
     sfid: float
     inception_score: float
@@ -55,9 +56,6 @@ class GeneratorEvalResult:
     num_samples: int
     num_reference: int
     protocol: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -74,7 +72,8 @@ def activations(inception: nn.Module, path: str | Path, batch_size: int, device:
     n = npz_info(path).shape[0]
     pools, logits = [], []
     pool_m, spatial_m = M.Moments(2048, device), M.Moments(2023, device)
-    batches = progress(iter_npz_images(path, batch_size), -(-n // batch_size), desc, enabled=show_progress)
+    batches = progress(iter_npz_images(path, batch_size), -(-n // batch_size), desc, enabled=show_progress,
+                       unit="batch")
     for batch in batches:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
         f = inception.adm_features(x)
@@ -101,9 +100,10 @@ def _reference_stats(path: Path, acts: _Activations | None) -> tuple[M.Gaussian,
 
 def evaluate_generator(cfg: GeneratorEvalConfig, inception: nn.Module | None = None) -> GeneratorEvalResult:
     device = pick_device(cfg.device)
-    inception = (inception or load_inception(cfg.inception_weights, device, prefer="torch-fidelity")).to(device)
     ref_path, smp_path = Path(cfg.reference), Path(cfg.samples)
+    npz_info(smp_path)  # both files checked before the network is loaded
     ref_has_images = _has_images(ref_path)
+    inception = (inception or load_inception(cfg.inception_weights, device, prefer="torch-fidelity")).to(device)
     ref = (activations(inception, ref_path, cfg.batch_size, device, "reference", cfg.progress)
            if ref_has_images else None)
     smp = activations(inception, smp_path, cfg.batch_size, device, "samples", cfg.progress)

@@ -228,11 +228,6 @@ def inception_score(logits_unbiased: Tensor | np.ndarray, split_size: int = 5000
 # ---- PSNR / SSIM -------------------------------------------------------------------------------------------------
 
 
-def to_uint8_official(x01: Tensor) -> np.ndarray:
-    """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8 by ``x·255`` and truncation (spec §7.1: ground truth too)."""
-    return (x01 * 255.0).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
-
-
 def psnr_ssim_official(rec_u8: np.ndarray, gt_u8: np.ndarray, ssim: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-image PSNR and SSIM of (B, H, W, 3) uint8 images, exactly as ``evaluation_image.py`` calls
     scikit-image: both /255 as float32, ``peak_signal_noise_ratio(gt, rec)`` (data range inferred: 1) and

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -28,22 +28,17 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from open_magvit2.checkpoints.hub import native_size
+from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main, process_group
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import file_digest, load_inception, load_lpips
-from open_magvit2.eval.datasets import IMAGE_SUFFIXES, ImageFiles, list_digest, list_files, shard, subset
-from open_magvit2.eval.runtime import (
-    Ranks,
-    all_reduce_sum,
-    gather_to_main,
-    init_ranks,
-    load_state,
-    pick_device,
-    progress,
-    reduce_moments,
-    save_state,
-)
+from open_magvit2.eval.datasets import ImageFiles, list_digest, shard, subset
+from open_magvit2.eval.runtime import load_state, reduce_moments, save_state
 from open_magvit2.eval.runtime import state_path as _state_path
+from open_magvit2.fileio import InputFile, find_files
+from open_magvit2.imaging import IMAGE_SUFFIXES, crop_box, pad_to_multiple, to_uint8
+from open_magvit2.progress import progress
 
 _COLUMNS = ("position", "psnr", "psnr_exact", "ssim_exact", "lpips_alex", "lpips_vgg")
 
@@ -53,9 +48,9 @@ class TokenizerEvalConfig:
     """What ``evaluate-tokenizer`` measures and how (defaults = the official protocol, spec §7.1)."""
 
     checkpoint: str
-    data: str
+    data: str | tuple[str, ...]  # image files, folders (recursive) and globs, e.g. an ImageNet val folder
     output: str
-    size: int = 256
+    size: int | None = None  # None: the tokenizer's native size (16 × its downsampling factor)
     original_resolution: bool = False
     weights: str = "ema"
     batch_size: int = 4
@@ -75,7 +70,7 @@ class TokenizerEvalConfig:
 
 
 @dataclass
-class TokenizerEvalResult:
+class TokenizerEvalResult(report.Result):
     rfid: float
     psnr: float
     ssim: float
@@ -90,9 +85,6 @@ class TokenizerEvalResult:
     num_images: int
     images_per_second: float
     protocol: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _Accumulator:
@@ -166,8 +158,6 @@ class ReconstructionNets:
 @torch.inference_mode()
 def _evaluate_batch(model: nn.Module, nets: ReconstructionNets, acc: _Accumulator, positions: list[int], x: Tensor,
                     cfg: TokenizerEvalConfig, pool: ProcessPoolExecutor | None) -> None:
-    from open_magvit2.imaging import crop_box, pad_to_multiple
-
     box = None
     xin = x
     if cfg.original_resolution:  # spec §7.2: zero (= mid-grey) padding, centred, cropped back before metrics
@@ -184,7 +174,7 @@ def _evaluate_batch(model: nn.Module, nets: ReconstructionNets, acc: _Accumulato
     x01, r01 = (x + 1) / 2, (rec + 1) / 2  # official: features and PSNR start from these float images
     acc.real.update(nets.inception.fid_features(x01))
     acc.rec.update(nets.inception.fid_features(r01))
-    gt_u8, rec_u8 = M.to_uint8_official(x01), M.to_uint8_official(r01)
+    gt_u8, rec_u8 = to_uint8(x), to_uint8(rec)  # = trunc(x01·255) for both (spec §7.1), as HWC arrays
     psnr, _ = M.psnr_ssim_official(rec_u8, gt_u8, ssim=False)
     if pool is None:
         acc.add(ssim_position=positions, ssim=M.ssim_official(rec_u8, gt_u8))
@@ -207,40 +197,51 @@ def evaluate_tokenizer(
     """Run the evaluation; returns the result on rank 0 (``None`` on other ranks). ``model`` overrides loading
     ``cfg.checkpoint`` (it must follow the tokenizer API: ``config``, ``forward`` → reconstruction, quantizer);
     ``nets`` overrides loading the metric networks."""
-    ranks, device = init_ranks(pick_device(cfg.device))
-    files = subset(list_files(cfg.data, IMAGE_SUFFIXES, "image"), cfg.max_images)
+    with process_group(cfg.device) as ctx:
+        return _evaluate(cfg, model, nets, ctx)
+
+
+def _evaluate(cfg: TokenizerEvalConfig, model: nn.Module | None, nets: ReconstructionNets | None,
+              ctx: DistContext) -> TokenizerEvalResult | None:
+    device = ctx.device
+    specs = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+    files = subset(find_files(specs, IMAGE_SUFFIXES, "image", unique_stems=False), cfg.max_images)
     model = (model or _load_model(cfg, device)).to(device).eval()
     tok = model.config
+    if cfg.size is None and not cfg.original_resolution:
+        cfg = replace(cfg, size=native_size(tok.spatial_factor))
     if not cfg.original_resolution and cfg.size % tok.spatial_factor:
         raise ValueError(f"--size {cfg.size} is not a multiple of the tokenizer's factor {tok.spatial_factor}")
     nets = (nets or ReconstructionNets.load(cfg, device)).to(device)
     if (nets.alex is None) == cfg.lpips:
         raise ValueError("the given metric networks do not match cfg.lpips")
+    names = [f.name for f in files]
     fingerprint = {"checkpoint": str(cfg.checkpoint), "weights": cfg.weights, "size": cfg.size,
-                   "original_resolution": cfg.original_resolution, "files": list_digest(files), "lpips": cfg.lpips,
-                   "inception": str(nets.inception.weights_path), "world": ranks.world, "format": 1}
+                   "original_resolution": cfg.original_resolution, "files": list_digest(names), "lpips": cfg.lpips,
+                   "inception": str(nets.inception.weights_path), "world": ctx.world_size, "format": 1}
     acc = _Accumulator(tok.z_channels, device, cfg.worst_k)
-    spath = _state_path(Path(cfg.output) / "state", ranks)
+    spath = _state_path(Path(cfg.output) / "state", ctx)
     state = None if cfg.restart else load_state(spath, fingerprint)
     if state is not None:
         acc.load_state_dict(state)
-    positions = shard(len(files), ranks.rank, ranks.world)
-    _run(cfg, model, nets, acc, files, positions, ranks, device, spath, fingerprint)
-    return _finish(cfg, model, nets, acc, files, ranks, device)
+    positions = shard(len(files), ctx.rank, ctx.world_size)
+    _run(cfg, model, nets, acc, files, positions, ctx, spath, fingerprint)
+    return _finish(cfg, model, nets, acc, names, ctx)
 
 
-def _run(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, acc: _Accumulator, files: list[str],
-         positions: list[int], ranks: Ranks, device: torch.device, spath: Path, fingerprint: dict) -> None:
+def _run(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, acc: _Accumulator,
+         files: list[InputFile], positions: list[int], ctx: DistContext, spath: Path, fingerprint: dict) -> None:
+    device = ctx.device
     todo = positions[acc.done :]
     bs = 1 if cfg.original_resolution else cfg.batch_size
-    loader = DataLoader(ImageFiles(cfg.data, files, todo, None if cfg.original_resolution else cfg.size),
+    loader = DataLoader(ImageFiles([f.path for f in files], todo, None if cfg.original_resolution else cfg.size),
                         batch_size=bs, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     # fork is cheap but unsafe once CUDA is initialised; spawned workers re-import the package (a few seconds)
     fork = sys.platform == "linux" and not torch.cuda.is_initialized()
     pool = (ProcessPoolExecutor(cfg.metric_workers, mp_context=get_context("fork" if fork else "spawn"))
             if cfg.metric_workers > 0 else None)
     acc.session_images, since_save, t0 = len(todo), 0, time.perf_counter()
-    bar = progress(loader, len(loader), "evaluate-tokenizer", enabled=cfg.progress and ranks.main)
+    bar = progress(loader, len(loader), "evaluate-tokenizer", enabled=cfg.progress and ctx.is_main, unit="batch")
     try:
         for pos, x in bar:
             _evaluate_batch(model, nets, acc, pos.tolist(), x.to(device, non_blocking=True), cfg, pool)
@@ -262,12 +263,12 @@ def _run(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, a
 
 
 def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, acc: _Accumulator, files: list[str],
-            ranks: Ranks, device: torch.device) -> TokenizerEvalResult | None:
-    reduce_moments(acc.real, ranks)
-    reduce_moments(acc.rec, ranks)
-    all_reduce_sum(acc.usage.counts, ranks)
-    gathered = gather_to_main((acc.cols, acc.worst, acc.session_images, acc.session_seconds), ranks)
-    if not ranks.main:
+            ctx: DistContext) -> TokenizerEvalResult | None:
+    reduce_moments(acc.real, ctx)
+    reduce_moments(acc.rec, ctx)
+    all_reduce_sum(acc.usage.counts, ctx)
+    gathered = gather_to_main((acc.cols, acc.worst, acc.session_images, acc.session_seconds), ctx)
+    if not ctx.is_main:
         return None
     cols = {k: np.concatenate([np.asarray(g[0][k], dtype=np.float64) for g in gathered]) for k in acc.cols}
     order, sorder = np.argsort(cols["position"]), np.argsort(cols["ssim_position"])
@@ -289,17 +290,15 @@ def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets
         lpips_alex=lp_a, lpips_vgg=lp_v, codebook_usage=acc.usage.usage, used_codes=acc.usage.used,
         codebook_size=acc.usage.counts.numel(), code_entropy_bits=acc.usage.entropy_bits(), num_images=len(files),
         images_per_second=new_images / seconds if new_images and seconds > 0 else float("nan"),
-        protocol=_protocol(cfg, model, nets, files, ranks, device, group),
+        protocol=_protocol(cfg, model, nets, files, ctx, group),
     )
     result.protocol["fid_method"] = fid_method
     _write_outputs(cfg, result, cols, files, worst, acc.usage.counts.cpu().numpy())
     return result
 
 
-def _protocol(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, files: list[str], ranks: Ranks,
-              device: torch.device, group: int) -> dict[str, Any]:
-    import open_magvit2
-
+def _protocol(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, files: list[str],
+              ctx: DistContext, group: int) -> dict[str, Any]:
     k = model.config.z_channels
     pre = (f"original resolution, zero-padded (centred) to a multiple of {model.config.spatial_factor}, cropped "
            "back before the metrics, batch 1" if cfg.original_resolution else
@@ -316,10 +315,20 @@ def _protocol(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNe
                       f"(batch {group}); exact: float64, no truncation, mean over images"),
         "lpips": "lpips 0.1 alex/vgg, inputs in [-1, 1], mean over images" if cfg.lpips else "not computed",
         "codebook_usage": f"distinct full indices / 2^{k} (bincount)",
-        "world_size": ranks.world, "device": str(device), "torch": torch.__version__,
-        "open_magvit2": getattr(open_magvit2, "__version__", "?"),
+        "world_size": ctx.world_size, "device": str(ctx.device), "torch": torch.__version__,
+        "open_magvit2": _version(),
     }
     return proto
+
+
+def _version() -> str:
+    """The installed package's version (from its metadata: the package root is not imported from here)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("open-magvit2")
+    except PackageNotFoundError:
+        return "?"
 
 
 def _write_outputs(cfg: TokenizerEvalConfig, r: TokenizerEvalResult, cols: dict[str, np.ndarray], files: list[str],

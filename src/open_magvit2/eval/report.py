@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from open_magvit2.fileio import atomic_write
+from open_magvit2.imaging import image_grid, save_image
+
+
+class Result:
+    """Base of the evaluation result dataclasses: ``to_dict`` is what ``metrics.json`` holds."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
 
 
 def _json_safe(x: Any) -> Any:
@@ -82,10 +91,7 @@ def usage_histogram_png(path: str | Path, counts: np.ndarray, title: str, size: 
     draw.text((left, h - 15), "occurrences per code (log2 bins; red = unused)", fill="black")
     draw.text((5, top), f"1e{int(ymax) - 1}", fill="black")
     draw.text((5, top + ph - 10), "codes", fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return save_image(np.asarray(img), path)
 
 
 def _fit(im: np.ndarray, side: int) -> np.ndarray:
@@ -99,8 +105,6 @@ def _fit(im: np.ndarray, side: int) -> np.ndarray:
 
 def worst_grid_png(path: str | Path, pairs: list[tuple[float, str, np.ndarray, np.ndarray]], side: int = 128) -> Path:
     """Original | reconstruction pairs of the lowest-PSNR images, four pairs per row, each labelled."""
-    from open_magvit2.imaging import image_grid
-
     tiles = []
     for psnr, _name, gt, rec in pairs:
         a, b = _fit(gt, side), _fit(rec, side)
@@ -108,7 +112,4 @@ def worst_grid_png(path: str | Path, pairs: list[tuple[float, str, np.ndarray, n
         ImageDraw.Draw(label).text((2, 2), f"{psnr:.2f} dB", fill=(255, 255, 0))
         tiles += [a, np.asarray(label)]
     grid = image_grid(tiles, columns=8) if tiles else np.full((side, side, 3), 255, np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path
+    return save_image(grid, path)

@@ -1,20 +1,23 @@
 """``evaluate-video``: rFVD, per-frame LPIPS and codebook usage of a video tokenizer (paper table 6, UCF-101).
 
 Clips (spec §6.3, §7.3): the centre window of ``num_frames`` frames of every video of a fixed, sorted clip list
-(a folder such as ``UCF101/train`` or a split file such as ``testlist01.txt``), shorter side resized to ``size``
-(bilinear), centre crop ``size``², ``x/127.5 − 1``. Departures from the official loader, on purpose: no list
-padded to 10,000 with unseeded random duplicates and no random crop at evaluation (both make rFVD
-irreproducible, spec §9 item 21), and the split is the one the user names (the official code reads ``train``).
+(a folder such as ``UCF101/train``, files and globs, or a split file such as ``testlist01.txt``), shorter side
+resized to ``size`` (bilinear), centre crop ``size``², ``x/127.5 − 1``. Departures from the official loader, on
+purpose: no list padded to 10,000 with unseeded random duplicates and no random crop at evaluation (both make
+rFVD irreproducible, spec §9 item 21), and the split is the one the user names (the official code reads ``train``).
 
 rFVD: real and reconstructed clips → ``(x+1)/2·255`` truncated to uint8 → per frame bilinear 224×224 →
 ``2x/255 − 1`` → I3D (``i3d_pretrained_400.pt``) 400 logits → Fréchet distance with SVD square roots in torch.
 LPIPS (alex, vgg) on every frame in [−1, 1], averaged over videos × frames.
+
+Runs under torchrun like ``evaluate-tokenizer`` (each rank a strided shard of the clip list, per-clip records
+gathered to rank 0) and resumes from the periodic per-rank states in ``<output>/state``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +26,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from open_magvit2.data.video import VIDEO_SUFFIXES, uint8_to_video
+from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main, process_group
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import file_digest, load_i3d, load_lpips
-from open_magvit2.eval.datasets import VIDEO_SUFFIXES, list_digest, list_files, load_clip, read_split_list, subset
+from open_magvit2.eval.datasets import list_digest, load_clip, read_split_list, shard, subset
+from open_magvit2.eval.runtime import load_state, save_state, state_path
+from open_magvit2.fileio import find_files
+from open_magvit2.imaging import to_uint8_tensor
+from open_magvit2.progress import progress
 
 
 @dataclass(frozen=True)
 class VideoEvalConfig:
     checkpoint: str
-    data: str
-    output: str | None = None
-    split: str | None = "train"  # a sub-folder of ``data`` (the official evaluation reads train/)
+    data: str | tuple[str, ...]  # a folder (with ``split``), or video files, folders and globs
+    output: str | None = None  # also holds the resume states (``output/state``); None: no resume
+    split: str | None = "train"  # a sub-folder of a single ``data`` folder (the official evaluation reads train/)
     split_list: str | None = None  # or a list file of paths relative to ``data`` (e.g. UCF-101 testlist01.txt)
     num_frames: int = 17
     size: int = 128
@@ -47,11 +56,13 @@ class VideoEvalConfig:
     batch_size: int = 4
     device: str | None = None
     num_workers: int = 4
+    save_every: int = 500  # clips per rank between resume states
+    restart: bool = False
     progress: bool = True
 
 
 @dataclass
-class VideoEvalResult:
+class VideoEvalResult(report.Result):
     rfvd: float
     lpips_alex: float | None
     lpips_vgg: float | None
@@ -62,9 +73,6 @@ class VideoEvalResult:
     skipped: list[str]
     clips_per_second: float
     protocol: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -81,38 +89,47 @@ class VideoNets:
 
 
 class _Clips(Dataset):
-    def __init__(self, root: Path, files: list[str], frames: int, size: int) -> None:
-        self.root, self.files, self.frames, self.size = root, files, frames, size
+    """(position, uint8 clip (3, T, size, size) or zeros, whether the video was long enough)."""
+
+    def __init__(self, paths: list[Path], positions: list[int], frames: int, size: int) -> None:
+        self.paths, self.positions, self.frames, self.size = paths, positions, frames, size
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.positions)
 
     def __getitem__(self, i: int) -> tuple[int, Tensor, bool]:
-        clip = load_clip(self.root / self.files[i], self.frames, self.size)
+        pos = self.positions[i]
+        clip = load_clip(self.paths[pos], self.frames, self.size)
         ok = clip is not None
-        return i, clip if ok else torch.zeros(3, self.frames, self.size, self.size, dtype=torch.uint8), ok
+        return pos, clip if ok else torch.zeros(3, self.frames, self.size, self.size, dtype=torch.uint8), ok
 
 
-def clip_list(cfg: VideoEvalConfig) -> tuple[Path, list[str]]:
-    """The fixed, sorted list of videos to evaluate and the folder their paths are relative to."""
-    root = Path(cfg.data)
+def clip_list(cfg: VideoEvalConfig) -> tuple[list[Path], list[str]]:
+    """The fixed, sorted list of videos to evaluate: their paths and the names that identify them in reports."""
+    specs = [cfg.data] if isinstance(cfg.data, (str, Path)) else list(cfg.data)
     if cfg.split_list:
-        files = read_split_list(cfg.split_list)
-        missing = [f for f in files if not (root / f).is_file()]
+        if len(specs) != 1 or not Path(specs[0]).is_dir():
+            raise ValueError("--split-list needs --data to be the one folder its paths are relative to")
+        root, names = Path(specs[0]), read_split_list(cfg.split_list)
+        missing = [f for f in names if not (root / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} videos listed in {cfg.split_list} are not under {root}, "
                                     f"e.g. {missing[0]}")
-    else:
-        root = root / cfg.split if cfg.split else root
-        files = list_files(root, VIDEO_SUFFIXES, "video")
-    return root, subset(files, cfg.max_clips)
+        names = subset(names, cfg.max_clips)
+        return [root / n for n in names], names
+    if cfg.split and len(specs) == 1 and Path(specs[0]).is_dir():
+        specs = [str(Path(specs[0]) / cfg.split)]
+        if not Path(specs[0]).is_dir():
+            raise FileNotFoundError(f"video folder not found: {specs[0]} (pass --split '' to use --data itself)")
+    files = subset(find_files(specs, VIDEO_SUFFIXES, "video", unique_stems=False), cfg.max_clips)
+    return [f.path for f in files], [f.name for f in files]
 
 
 def i3d_input(video: Tensor) -> Tensor:
     """(B, 3, T, H, W) in [−1, 1] → I3D input (B, 3, T, 224, 224) with the official arithmetic (spec §7.3):
     ``(x+1)/2·255`` truncated to uint8, per-frame bilinear resize (no antialias), ``2x/255 − 1``."""
     b, c, t = video.shape[:3]
-    u8 = (((video + 1) / 2) * 255.0).to(torch.uint8)
+    u8 = to_uint8_tensor(video)  # the clips are already in [-1, 1]: the clamp changes nothing
     frames = u8.permute(0, 2, 1, 3, 4).reshape(b * t, c, *video.shape[-2:]).float()  # (B·T, 3, H, W)
     frames = F.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False)
     return (2.0 * frames / 255.0 - 1).view(b, t, c, 224, 224).transpose(1, 2)
@@ -122,64 +139,131 @@ def _frames(v: Tensor) -> Tensor:
     return v.transpose(1, 2).flatten(0, 1)  # (B, 3, T, H, W) -> (B·T, 3, H, W)
 
 
-def evaluate_video(cfg: VideoEvalConfig, model: nn.Module | None = None,
-                   nets: VideoNets | None = None) -> VideoEvalResult:
-    """Run the evaluation (one process). ``model``/``nets`` override loading the checkpoint / metric networks."""
-    from open_magvit2.data.video import uint8_to_video
-    from open_magvit2.eval.runtime import pick_device, progress
+class _Records:
+    """One rank's per-clip results (position, I3D logits of real and reconstructed clip, per-frame LPIPS), the
+    skipped positions and the code counts: what a resume state holds."""
 
-    device = pick_device(cfg.device)
-    root, files = clip_list(cfg)
+    def __init__(self, bits: int, device: torch.device) -> None:
+        self.pos: list[int] = []
+        self.real: list[Tensor] = []
+        self.rec: list[Tensor] = []
+        self.lp_a: list[Tensor] = []
+        self.lp_v: list[Tensor] = []
+        self.skipped: list[int] = []
+        self.usage = M.CodebookUsage(bits, device)
+        self.done, self.elapsed = 0, 0.0
+
+    def state_dict(self) -> dict:
+        keys = ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed")
+        return {**{k: getattr(self, k) for k in keys}, "usage": self.usage.counts.cpu()}
+
+    def load_state_dict(self, s: dict) -> None:
+        for k in ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed"):
+            setattr(self, k, s[k])
+        self.usage.counts = s["usage"].to(self.usage.counts.device)
+
+
+@torch.inference_mode()
+def _evaluate_batch(model: nn.Module, nets: VideoNets, rec: _Records, pos: Tensor, clips: Tensor, ok: Tensor,
+                    device: torch.device) -> None:
+    rec.skipped += pos[~ok].tolist()
+    if not ok.any():
+        return
+    x = uint8_to_video(clips[ok]).to(device)  # (B, 3, T, H, W) in [−1, 1]
+    out = model(x)
+    y = out.reconstruction.clamp(-1, 1)
+    rec.usage.update(out.quantizer.indices)
+    rec.pos += pos[ok].tolist()
+    rec.real += list(nets.i3d(i3d_input(x)).float().cpu())  # (400,) logits per clip
+    rec.rec += list(nets.i3d(i3d_input(y)).float().cpu())
+    t = x.shape[2]
+    if nets.alex is not None:
+        rec.lp_a += list(nets.alex(_frames(x), _frames(y)).flatten().cpu().view(-1, t))  # (T,) per clip
+        rec.lp_v += list(nets.vgg(_frames(x), _frames(y)).flatten().cpu().view(-1, t))
+
+
+def evaluate_video(cfg: VideoEvalConfig, model: nn.Module | None = None,
+                   nets: VideoNets | None = None) -> VideoEvalResult | None:
+    """Run the evaluation; the result on rank 0 (``None`` on other ranks). ``model``/``nets`` override loading
+    the checkpoint / metric networks."""
+    with process_group(cfg.device) as ctx:
+        return _evaluate(cfg, model, nets, ctx)
+
+
+def _evaluate(cfg: VideoEvalConfig, model: nn.Module | None, nets: VideoNets | None,
+              ctx: DistContext) -> VideoEvalResult | None:
+    device = ctx.device
+    paths, names = clip_list(cfg)
     if model is None:
         from open_magvit2.tokenizer.video import VideoTokenizer
 
         model = VideoTokenizer.from_pretrained(cfg.checkpoint, weights=cfg.weights)
     model = model.to(device).eval()
     nets = nets or VideoNets.load(cfg, device)
-    usage = M.CodebookUsage(model.config.z_channels, device)
-    feats_real, feats_rec, lp_a, lp_v, skipped = [], [], [], [], []
-    loader = DataLoader(_Clips(root, files, cfg.num_frames, cfg.size), batch_size=cfg.batch_size,
+    fingerprint = {"checkpoint": str(cfg.checkpoint), "weights": cfg.weights, "clips": list_digest(names),
+                   "num_frames": cfg.num_frames, "size": cfg.size, "lpips": cfg.lpips, "world": ctx.world_size,
+                   "format": 1}
+    rec = _Records(model.config.z_channels, device)
+    spath = state_path(Path(cfg.output) / "state", ctx) if cfg.output else None
+    state = None if spath is None or cfg.restart else load_state(spath, fingerprint)
+    if state is not None:
+        rec.load_state_dict(state)
+    todo = shard(len(names), ctx.rank, ctx.world_size)[rec.done :]
+    loader = DataLoader(_Clips(paths, todo, cfg.num_frames, cfg.size), batch_size=cfg.batch_size,
                         num_workers=cfg.num_workers)
-    t0 = time.perf_counter()
-    batches = progress(loader, len(loader), "evaluate-video", enabled=cfg.progress)
-    with torch.inference_mode():
-        for idx, clips, ok in batches:
-            skipped += [files[i] for i in idx[~ok].tolist()]
-            if not ok.any():
-                continue
-            x = uint8_to_video(clips[ok]).to(device)  # (B, 3, T, H, W) in [−1, 1]
-            out = model(x)
-            rec = out.reconstruction.clamp(-1, 1)
-            usage.update(out.quantizer.indices)
-            if nets.alex is not None:
-                lp_a.append(nets.alex(_frames(x), _frames(rec)).flatten().cpu())
-                lp_v.append(nets.vgg(_frames(x), _frames(rec)).flatten().cpu())
-            feats_real.append(nets.i3d(i3d_input(x)).cpu())
-            feats_rec.append(nets.i3d(i3d_input(rec)).cpu())
-    seconds = time.perf_counter() - t0
-    n = sum(f.shape[0] for f in feats_real)
+    t0, since = time.perf_counter(), 0
+    for pos, clips, ok in progress(loader, len(loader), "evaluate-video", enabled=cfg.progress and ctx.is_main,
+                                   unit="batch"):
+        _evaluate_batch(model, nets, rec, pos, clips, ok, device)
+        rec.done, since = rec.done + len(pos), since + len(pos)
+        if spath is not None and since >= cfg.save_every:
+            rec.elapsed, t0, since = rec.elapsed + time.perf_counter() - t0, time.perf_counter(), 0
+            save_state(spath, {"fingerprint": fingerprint, **rec.state_dict()})
+    rec.elapsed += time.perf_counter() - t0
+    if spath is not None:
+        save_state(spath, {"fingerprint": fingerprint, **rec.state_dict()})
+    all_reduce_sum(rec.usage.counts, ctx)
+    gathered = gather_to_main(rec.state_dict(), ctx)
+    if not ctx.is_main:
+        return None
+    return _result(cfg, names, gathered, rec.usage, nets, device, ctx)
+
+
+def _result(cfg: VideoEvalConfig, names: list[str], parts: list[dict], usage: M.CodebookUsage, nets: VideoNets,
+            device: torch.device, ctx: DistContext) -> VideoEvalResult:
+    pos = [p for g in parts for p in g["pos"]]
+    order = sorted(range(len(pos)), key=pos.__getitem__)  # list order, whatever the number of ranks
+    def ordered(key: str) -> list[Tensor]:  # every rank's per-clip records, in list order
+        items = [t for g in parts for t in g[key]]
+        return [items[i] for i in order]
+
+    real, recon = (torch.stack(ordered(k)) if pos else None for k in ("real", "rec"))
+    skipped = [names[p] for p in sorted(p for g in parts for p in g["skipped"])]
+    n = len(pos)
     if n < 2:
         raise ValueError(f"rFVD needs at least 2 clips of {cfg.num_frames} frames; got {n} ({len(skipped)} too short)")
-    mean = (lambda v: float(torch.cat(v).mean())) if cfg.lpips else (lambda v: None)
-    w = nets.i3d.weights_path if hasattr(nets.i3d, "weights_path") else None
+    mean = (lambda k: float(torch.cat(ordered(k)).mean())) if cfg.lpips else (lambda k: None)
+    seconds = max(g["elapsed"] for g in parts)
+    w = getattr(nets.i3d, "weights_path", None)
     result = VideoEvalResult(
-        rfvd=M.frechet_distance_svd(torch.cat(feats_real), torch.cat(feats_rec)),
-        lpips_alex=mean(lp_a), lpips_vgg=mean(lp_v), codebook_usage=usage.usage, used_codes=usage.used,
-        codebook_size=usage.counts.numel(), num_clips=n, skipped=skipped, clips_per_second=n / seconds,
+        rfvd=M.frechet_distance_svd(real, recon), lpips_alex=mean("lp_a"), lpips_vgg=mean("lp_v"),
+        codebook_usage=usage.usage, used_codes=usage.used, codebook_size=usage.counts.numel(), num_clips=n,
+        skipped=skipped, clips_per_second=n / seconds if seconds > 0 else float("nan"),
         protocol={
-            "checkpoint": str(cfg.checkpoint), "weights": cfg.weights, "clips": f"{root} ({len(files)} listed, "
-            f"sha256 {list_digest(files)})", "window": f"centre {cfg.num_frames} frames (start = n//2 - "
-            f"{cfg.num_frames // 2})", "frames": f"shorter side {cfg.size} bilinear (no antialias), centre crop "
-            f"{cfg.size}, x/127.5-1; no random crop, no duplicate padding", "i3d": (
-                f"pytorch_i3d InceptionI3d(400) {w.name} (sha256 {file_digest(w)})" if w else "injected"),
+            "checkpoint": str(cfg.checkpoint), "weights": cfg.weights,
+            "clips": f"{len(names)} listed (sha256 {list_digest(names)})",
+            "window": f"centre {cfg.num_frames} frames (start = n//2 - {cfg.num_frames // 2})",
+            "frames": f"shorter side {cfg.size} bilinear (no antialias), centre crop {cfg.size}, x/127.5-1; no "
+                      "random crop, no duplicate padding",
+            "i3d": f"pytorch_i3d InceptionI3d(400) {w.name} (sha256 {file_digest(w)})" if w else "injected",
             "rfvd": "uint8-truncated clips, per-frame bilinear 224, 2x/255-1, 400 logits averaged over time, "
                     "torch SVD Fréchet distance (unbiased covariance)",
             "lpips": "lpips 0.1 alex/vgg per frame, mean over videos x frames" if cfg.lpips else "not computed",
-            "device": str(device), "torch": torch.__version__,
+            "world_size": ctx.world_size, "device": str(device), "torch": torch.__version__,
         },
     )
     if cfg.output:
-        _write(Path(cfg.output), result, files)
+        _write(Path(cfg.output), result, names)
     return result
 
 

@@ -2,16 +2,19 @@
 ``ImageGenerator`` API that pairs the transformer with its tokenizer."""
 
 from open_magvit2.generator.api import ImageGenerator, infer_generator_config
+from open_magvit2.generator.loss import GeneratorLoss, generator_loss
 from open_magvit2.generator.model import GENERATOR_PRESETS, GeneratorConfig, GeneratorTransformer
 from open_magvit2.generator.sampling import SampleOutput, filter_logits, generate_tokens
 
 __all__ = [
     "GENERATOR_PRESETS",
     "GeneratorConfig",
+    "GeneratorLoss",
     "GeneratorTransformer",
     "ImageGenerator",
     "SampleOutput",
     "filter_logits",
     "generate_tokens",
+    "generator_loss",
     "infer_generator_config",
 ]

@@ -15,23 +15,23 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from open_magvit2.checkpoints.hub import load_pretrained_dir, resolve_pretrained, save_pretrained_dir
-from open_magvit2.checkpoints.official import (
-    infer_tokenizer_config,
-    load_official_state_dict,
-    load_strict,
-    tokenizer_weights,
-)
+from open_magvit2.checkpoints.hub import save_pretrained_dir
+from open_magvit2.checkpoints.loading import Checkpoint, build_and_load, check_model_type, open_checkpoint
+from open_magvit2.checkpoints.official import tokenizer_weights
 from open_magvit2.generator.model import (
     GENERATOR_PRESETS,
     GeneratorConfig,
     GeneratorTransformer,
     check_labels,
-    find_multiple,
+    swiglu_hidden,
 )
 from open_magvit2.generator.sampling import generate_tokens
 from open_magvit2.quantize import factorize_indices, unfactorize_indices
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig
+from open_magvit2.tokenizer.config import infer_tokenizer_config
+
+Device = str | torch.device | None
+DType = str | torch.dtype | None
 
 TRANSFORMER_PREFIX = "transformer."
 FIRST_STAGE_PREFIX = "first_stage_model."
@@ -101,12 +101,16 @@ class ImageGenerator(nn.Module):
         top_p: float | tuple[float, float] = 1.0,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        compile: bool | dict[str, Any] = False,
     ) -> Tensor:
         """Sample full LFQ indices (B, h, w) int64 for labels (B,).
 
         ``cfg_scale`` and ``temperature`` are (pre, post) pairs or one number for both; None takes the model's
         defaults (``config.sample_cfg_scale`` / ``sample_temperature``, spec §5.2). A scale ≤ 1 means no guidance
         for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
+        ``generator``: a seeded ``torch.Generator``, best on the model's device (one on another device works and
+        gives the same tokens everywhere, but syncs per draw). ``compile=True`` compiles the decode step once
+        (``torch.compile``; CUDA graphs on a GPU), see :func:`~open_magvit2.generator.sampling.generate_tokens`.
         """
         c = self.config
         out = generate_tokens(
@@ -118,6 +122,7 @@ class ImageGenerator(nn.Module):
             top_p=top_p,
             generator=generator,
             progress=progress,
+            compile=compile,
         )
         return unfactorize_indices((out.pre, out.post), c.factorized_bits).view(-1, c.grid_size, c.grid_size)
 
@@ -143,35 +148,55 @@ class ImageGenerator(nn.Module):
 
     @classmethod
     def from_weights(
-        cls, config: GeneratorConfig, tokenizer_config: TokenizerConfig | None, state_dict: Mapping[str, Tensor]
+        cls,
+        config: GeneratorConfig,
+        tokenizer_config: TokenizerConfig | None,
+        state_dict: Mapping[str, Tensor],
+        *,
+        device: Device = None,
+        dtype: DType = None,
+        release_source: bool = False,
     ) -> ImageGenerator:
-        """Build on the meta device (no random init of large models) and load ``state_dict`` strictly."""
-        with torch.device("meta"):
-            model = cls(config=config, tokenizer_config=tokenizer_config)
-        model = model.to_empty(device="cpu")
-        load_strict(model, state_dict, what="ImageGenerator")
-        return model.eval()
+        """Build on the meta device and load ``state_dict`` (our key names) strictly, straight onto ``device``
+        (default CPU) in ``dtype`` (default float32); the RoPE table stays float32 (``precision.py``)."""
+        return build_and_load(
+            lambda: cls(config=config, tokenizer_config=tokenizer_config), state_dict, device=device, dtype=dtype,
+            what="ImageGenerator", release_source=release_source,
+        )
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, revision: str | None = None, **overrides: Any) -> ImageGenerator:
-        """Load an official AR ``.ckpt``, a ``save_pretrained`` directory or a Hugging Face repo id, strictly.
+    def from_pretrained(
+        cls, path_or_id: str | Path, revision: str | None = None, *, device: Device = None, dtype: DType = None,
+        **overrides: Any,
+    ) -> ImageGenerator:
+        """Load an official AR ``.ckpt``, a ``save_pretrained`` directory, a released name or a Hugging Face repo
+        id, strictly, straight onto ``device`` in ``dtype`` (no float32 copy on the host first).
 
         For an official file the architecture is read from the tensor shapes; ``head_dim`` (default 64) and
         ``grid_size`` (default 16) cannot be, so pass them if yours differ. Other ``GeneratorConfig`` fields can be
         overridden too (e.g. ``sample_cfg_scale``). Its ``first_stage_model`` (raw weights) becomes ``.tokenizer``.
         """
-        path = resolve_pretrained(path_or_id, revision)
-        if path.is_dir():
-            model_type, cfg, sd = load_pretrained_dir(path)
-            if model_type != cls.model_type:
-                raise ValueError(f"{path} holds a {model_type!r}, not an {cls.model_type!r}")
-            config = GeneratorConfig.from_dict({**cfg["generator"], **overrides})
-            tok = None if cfg.get("tokenizer") is None else TokenizerConfig.from_dict(cfg["tokenizer"])
-            return cls.from_weights(config, tok, sd)
-        return cls.from_official_state_dict(load_official_state_dict(path), **overrides)
+        return cls.from_checkpoint(open_checkpoint(path_or_id, revision), device=device, dtype=dtype, **overrides)
 
     @classmethod
-    def from_official_state_dict(cls, state_dict: Mapping[str, Tensor], **overrides: Any) -> ImageGenerator:
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, *, device: Device = None, dtype: DType = None, **overrides: Any
+    ) -> ImageGenerator:
+        """:meth:`from_pretrained` for an already opened :class:`~open_magvit2.checkpoints.loading.Checkpoint`."""
+        check_model_type(checkpoint, (cls.model_type,), cls.__name__)
+        place = dict(device=device, dtype=dtype, release_source=checkpoint.file_backed)
+        if checkpoint.config is None:
+            return cls.from_official_state_dict(checkpoint.state_dict, **place, **overrides)
+        cfg = checkpoint.config
+        config = GeneratorConfig.from_dict({**cfg["generator"], **overrides})
+        tok = None if cfg.get("tokenizer") is None else TokenizerConfig.from_dict(cfg["tokenizer"])
+        return cls.from_weights(config, tok, checkpoint.state_dict, **place)
+
+    @classmethod
+    def from_official_state_dict(
+        cls, state_dict: Mapping[str, Tensor], *, device: Device = None, dtype: DType = None,
+        release_source: bool = False, **overrides: Any,
+    ) -> ImageGenerator:
         """An official ``Net2NetTransformer`` state dict (``transformer.*``, ``first_stage_model.*``) → model."""
         others = sorted(k for k in state_dict if not k.startswith((TRANSFORMER_PREFIX, FIRST_STAGE_PREFIX)))
         if others:
@@ -186,7 +211,9 @@ class ImageGenerator(nn.Module):
             tw = tokenizer_weights(state_dict, weights="raw", prefix=FIRST_STAGE_PREFIX)
             tok_config = infer_tokenizer_config(tw, factorized_bits=config.factorized_bits)
             weights.update({"tokenizer." + k: v for k, v in tw.items()})
-        return cls.from_weights(config, tok_config, weights)
+        return cls.from_weights(
+            config, tok_config, weights, device=device, dtype=dtype, release_source=release_source
+        )
 
 
 def _count_blocks(sd: Mapping[str, Tensor], name: str) -> int:
@@ -229,7 +256,7 @@ def infer_generator_config(
     if dim % head_dim:
         raise ValueError(f"model width {dim} is not a multiple of head_dim={head_dim}; pass head_dim=...")
     fields.update(n_heads=dim // head_dim, grid_size=grid_size)
-    if hidden != find_multiple(int(2 * 4 * dim / 3), 256):  # not the official SwiGLU width rule
+    if hidden != swiglu_hidden(dim):  # not the official SwiGLU width rule
         fields["ffn_hidden"] = hidden
     for preset in (GENERATOR_PRESETS[n] for n in ("B", "L", "XL")):
         if (preset.dim, preset.n_layers, preset.n_intra_layers) == (dim, fields["n_layers"], fields["n_intra_layers"]):

@@ -4,18 +4,32 @@ The official script seeds one RNG per process (``global_seed·num_chunks + chunk
 the number of GPUs. Here each class owns a generator seeded from (global seed, class), classes are dealt to
 ranks round-robin, and a class is always sampled in the same batches: the per-class images are identical on 1 or
 N ranks (for a fixed ``batch_size``, device and dtype).
+
+:func:`sample_fid_npz` is the resumable job behind ``sample-fid``: every class goes to its own file in
+``<out>.parts/`` as soon as it is sampled (atomically), a restarted run skips the classes already there (whatever
+the number of ranks), and the final ``.npz`` is streamed together class by class, so no process ever holds more
+than one class (the official ``combine_npz.py`` holds all 50k images, 9.8 GB, twice).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import zipfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from open_magvit2.distributed import DistContext, barrier
+from open_magvit2.fileio import atomic_write, read_npy_header, write_npy
 from open_magvit2.generator.api import ImageGenerator
 from open_magvit2.imaging import to_uint8
+from open_magvit2.progress import progress
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same samples give the same bytes
 
 
 def class_seed(global_seed: int, cls: int) -> int:
@@ -70,3 +84,112 @@ def sample_shard(
         if on_class is not None:
             on_class(cls)
     return out
+
+
+# ---- the resumable FID sample job ---------------------------------------------------------------------------------
+
+
+def parts_dir(out: str | Path) -> Path:
+    """Where ``sample_fid_npz`` keeps one ``.npy`` per finished class until the merge: ``<out>.parts/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def _class_file(parts: Path, cls: int) -> Path:
+    return parts / f"class_{cls:06d}.npy"
+
+
+def _is_complete(path: Path, num: int) -> bool:
+    """A class file written whole (atomic writes: it exists only when complete) with ``num`` uint8 images."""
+    if not path.is_file():
+        return False
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError):
+        return False
+    return arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[0] == num and arr.shape[-1] == 3
+
+
+def _check_run(parts: Path, run: dict[str, Any], ctx: DistContext, restart: bool) -> None:
+    """Rank 0 records the job in ``run.json`` (or clears the folder with ``restart``); every rank then refuses to
+    mix its classes into the parts of a different job."""
+    manifest = parts / "run.json"
+    if ctx.is_main:
+        if restart and parts.exists():
+            shutil.rmtree(parts)
+        if not manifest.is_file():
+            atomic_write(manifest, lambda p: p.write_text(json.dumps(run, indent=1) + "\n"))
+    barrier(ctx)
+    old = json.loads(manifest.read_text())
+    if old != run:
+        changed = sorted(k for k in run if old.get(k) != run[k])
+        raise ValueError(f"{parts} holds the samples of a different run (differs in: {', '.join(changed)}); pass "
+                         "--restart to discard them, or another output file")
+
+
+def sample_fid_npz(
+    gen: ImageGenerator,
+    out: str | Path,
+    classes: Sequence[int],
+    num_per_class: int,
+    *,
+    ctx: DistContext,
+    seed: int,
+    checkpoint: str = "",
+    batch_size: int = 50,
+    restart: bool = False,
+    show_progress: bool = True,
+    **sampling: Any,
+) -> Path | None:
+    """Sample ``num_per_class`` images of every class into the ADM ``.npz`` ``out`` (``arr_0`` uint8 (N, H, W, 3)
+    in class order, ``labels`` (N,)); resumable (module docstring). This rank samples
+    ``shard_classes(classes, rank, world)``; rank 0 merges and returns the path (other ranks return None)."""
+    parts = parts_dir(out)
+    run = {"checkpoint": checkpoint, "classes": [int(c) for c in classes], "num_per_class": num_per_class,
+           "seed": seed, "batch_size": batch_size, "sampling": {k: v for k, v in sampling.items()}, "format": 1}
+    _check_run(parts, json.loads(json.dumps(run)), ctx, restart)  # JSON round trip: tuples compare as lists
+    mine = shard_classes(classes, ctx.rank, ctx.world_size)
+    bar = progress(mine, len(mine), f"rank {ctx.rank}/{ctx.world_size}: classes", enabled=show_progress,
+                   unit="class")
+    for cls in bar:
+        path = _class_file(parts, cls)
+        if not _is_complete(path, num_per_class):  # done by an earlier, interrupted run: skip
+            write_npy(path, sample_class(gen, cls, num_per_class, seed=seed, batch_size=batch_size, **sampling))
+    barrier(ctx)
+    if not ctx.is_main:
+        return None
+    merge_npz(out, [_class_file(parts, c) for c in classes], classes)
+    shutil.rmtree(parts)
+    return Path(out)
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open(path, "rb") as f:
+        shape, _, dtype = read_npy_header(f)
+    return shape, dtype
+
+
+def merge_npz(out: str | Path, files: Sequence[Path], classes: Sequence[int]) -> Path:
+    """Stream per-class uint8 (n, H, W, 3) ``.npy`` files into one ``.npz`` (``arr_0``, ``labels``), atomically and
+    one class in memory at a time; the bytes depend only on the samples."""
+    if not files:
+        raise ValueError("no classes to merge")
+    heads = [_npy_header(f) for f in files]  # (shape, dtype) without reading the data
+    shape = heads[0][0][1:]
+    bad = [str(f) for f, (s, d) in zip(files, heads) if s[1:] != shape or d != np.uint8]
+    if bad:
+        raise ValueError(f"class files of different image shapes or dtypes: {bad[:3]}; pass --restart")
+    labels = np.repeat(np.asarray(classes, dtype=np.int64), [s[0] for s, _ in heads])
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(labels), *shape)}
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            with z.open(zipfile.ZipInfo("arr_0.npy", _ZIP_TIME), "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                for path in files:  # one class (50 × 256² × 3 = 9.8 MB) in memory at a time
+                    f.write(np.ascontiguousarray(np.load(path)).tobytes())
+            with z.open(zipfile.ZipInfo("labels.npy", _ZIP_TIME), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, labels, allow_pickle=False)
+
+    return atomic_write(out, write)

@@ -21,8 +21,13 @@ from open_magvit2.generator.kv_cache import KVCache
 
 
 def find_multiple(n: int, k: int) -> int:
-    """Round n up to a multiple of k (the official SwiGLU hidden-size rule)."""
+    """Round n up to a multiple of k."""
     return n if n % k == 0 else n + k - n % k
+
+
+def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
+    """The official SwiGLU width rule (spec §5.2): ``find_multiple(int(2·4·dim/3), multiple_of)``; 2816 for B."""
+    return find_multiple(int(2 * 4 * dim / 3), multiple_of)
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,8 @@ class GeneratorConfig:
 
     @property
     def ffn_dim(self) -> int:
-        """SwiGLU hidden width: ``ffn_hidden`` if set, else ``find_multiple(int(8·dim/3), multiple_of)`` (§5.2)."""
-        return self.ffn_hidden or find_multiple(int(2 * 4 * self.dim / 3), self.multiple_of)
+        """SwiGLU hidden width: ``ffn_hidden`` if set, else the official rule :func:`swiglu_hidden` (§5.2)."""
+        return self.ffn_hidden or swiglu_hidden(self.dim, self.multiple_of)
 
     @property
     def bits(self) -> int:
@@ -159,16 +164,43 @@ def rope_2d_table(grid_size: int, head_dim: int, base: float = 10000.0) -> Tenso
 
 
 def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
-    """Rotate interleaved pairs (2j, 2j+1) of x (B, L, H, head_dim) by the rows rope (L, head_dim/2, 2).
+    """Rotate interleaved pairs (2j, 2j+1) of x (B, L, ..., head_dim) by the rows rope (L, head_dim/2, 2); the
+    dims between L and head_dim (heads; q and k stacked) share a row.
 
     Computed in float32 (or wider) like the official code, but cast back to x's dtype so that a pure bf16/fp16
     model works (the official function returns float32 and then fails in attention, spec §9 item 5).
     """
     dtype = torch.promote_types(x.dtype, torch.float32)
-    xp = x.to(dtype).unflatten(-1, (-1, 2))  # (B, L, H, head_dim/2, 2)
-    cos, sin = rope.to(dtype)[None, :, None].unbind(-1)  # (1, L, 1, head_dim/2) each
+    xp = x.to(dtype).unflatten(-1, (-1, 2))  # (B, L, ..., head_dim/2, 2)
+    rows = rope.to(dtype).view(1, rope.shape[0], *([1] * (x.dim() - 3)), *rope.shape[1:])
+    cos, sin = rows.unbind(-1)  # (1, L, 1, ..., head_dim/2) each
     a, b = xp.unbind(-1)
     return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).to(x.dtype)
+
+
+# Rows (tokens × batch) for which the CPU float32 no-grad path computes x·Wᵀ as (W·xᵀ)ᵀ (see Linear).
+CPU_DECODE_ROWS = range(8, 33)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` without bias (same parameter and state-dict key) with a faster decode path on CPU.
+
+    At decode batch sizes (8–32 rows: a few images with CFG) MKL streams the (out, in) weight ~1.3× faster as
+    ``W·xᵀ`` than as F.linear's ``x·Wᵀ`` (``benchmarks/bench_sampling.py``); decoding is bound by reading the
+    weights, so the step is faster by about as much. Only float32, without autograd, on CPU; the result differs
+    from F.linear only in summation order (float rounding).
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.numel() // self.in_features
+        cpu_f32 = x.device.type == "cpu" and x.dtype == torch.float32
+        if cpu_f32 and rows in CPU_DECODE_ROWS and not torch.is_grad_enabled():
+            y = torch.mm(self.weight, x.reshape(rows, self.in_features).t())  # (out, rows)
+            return y.t().reshape(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight)
 
 
 # ---------------------------------------------------------------------------------------------------- blocks
@@ -180,27 +212,27 @@ class Attention(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.n_heads, self.head_dim = config.n_heads, config.head_dim
-        self.wqkv = nn.Linear(config.dim, 3 * config.dim, bias=False)
-        self.wo = nn.Linear(config.dim, config.dim, bias=False)
+        self.wqkv = Linear(config.dim, 3 * config.dim)
+        self.wo = Linear(config.dim, config.dim)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
-    def forward(self, x: Tensor, rope: Tensor, cache: KVCache | None = None, start: int = 0) -> Tensor:
-        """x (B, L, D) at sequence positions [start, start + L), rope (L, head_dim/2, 2) → (B, L, D).
+    def forward(
+        self, x: Tensor, rope: Tensor, cache: KVCache | None = None, input_pos: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """x (B, L, D), rope (L, head_dim/2, 2) → (B, L, D).
 
         Without a cache the L positions attend causally among themselves (teacher forcing). With a cache the new
-        keys/values are written at [start, start + L) and the queries attend to every cached position before
-        them (prefill / decode-one-token).
+        keys/values are written at the positions ``input_pos`` (L,) of the fixed-size cache and each query attends
+        to the cache slots that ``mask`` (L, max_len) allows: itself and the positions before it.
         """
         B, L, D = x.shape
-        q, k, v = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim).unbind(2)  # (B, L, H, hd) each
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
-        mask, causal = None, L > 1
+        qkv = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # rows of wqkv: q, k, v
+        q, k = apply_rope(qkv[:, :, :2], rope).unbind(2)  # (B, L, H, hd) each, one rotation for both
+        q, k, v = (t.transpose(1, 2) for t in (q, k, qkv[:, :, 2]))  # (B, H, L, hd)
         if cache is not None:
-            k, v = cache.update(start, k, v)  # (B, H, start + L, hd) views of the static cache
-            if start > 0 and L > 1:  # a chunk after a prefix: causal with an offset
-                pos = torch.arange(start + L, device=x.device)
-                mask, causal = pos[start:, None] >= pos[None, :], False
+            k, v = cache.update(input_pos, k, v)  # (B, H, max_len, hd): the whole static cache
+        causal = cache is None and L > 1
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, H, L, hd), scale 1/√hd
         return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, L, D)))
 
@@ -210,9 +242,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
-        self.w1 = nn.Linear(config.dim, config.ffn_dim, bias=False)
-        self.w3 = nn.Linear(config.dim, config.ffn_dim, bias=False)
-        self.w2 = nn.Linear(config.ffn_dim, config.dim, bias=False)
+        self.w1 = Linear(config.dim, config.ffn_dim)
+        self.w3 = Linear(config.dim, config.ffn_dim)
+        self.w2 = Linear(config.ffn_dim, config.dim)
         self.ffn_dropout = nn.Dropout(config.ffn_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -229,8 +261,11 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
-    def forward(self, x: Tensor, rope: Tensor, cache: KVCache | None = None, start: int = 0) -> Tensor:
-        x = x + self.attention(self.attention_norm(x), rope, cache, start)
+    def forward(
+        self, x: Tensor, rope: Tensor, cache: KVCache | None = None, input_pos: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        x = x + self.attention(self.attention_norm(x), rope, cache, input_pos, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -267,7 +302,7 @@ class GeneratorTransformer(nn.Module):
         self.spatial_blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.factorized_blocks = nn.ModuleList(Block(config) for _ in range(config.n_intra_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.head = nn.ModuleList([nn.Linear(config.dim, v_pre, bias=False), nn.Linear(config.dim, v_post, bias=False)])
+        self.head = nn.ModuleList([Linear(config.dim, v_pre), Linear(config.dim, v_post)])
         # Not part of the state dict: derived from the config, kept in float32 by _apply below.
         self.register_buffer("rope", rope_2d_table(config.grid_size, config.head_dim, config.rope_base), False)
         self.init_weights()
@@ -297,22 +332,27 @@ class GeneratorTransformer(nn.Module):
         """Sum of the two sub-token embeddings (spec §5.6 step 1): (B, L) × 2 → (B, L, D)."""
         return self.pre_emb(pre) + self.post_emb(post)
 
-    def spatial(self, x: Tensor, start: int = 0, caches: list[KVCache] | None = None) -> Tensor:
-        """Spatial transformer on positions [start, start + L): x (B, L, D) → h (B, L, D)."""
-        rope = self.rope[start : start + x.shape[1]]
-        for i, block in enumerate(self.spatial_blocks):
-            x = block(x, rope, None if caches is None else caches[i], start)
-        return x
+    def spatial(self, x: Tensor, input_pos: Tensor | None = None, caches: list[KVCache] | None = None) -> Tensor:
+        """Spatial transformer: x (B, L, D) → h (B, L, D). Teacher forcing (no caches): positions 0..L−1, causal.
+        Decoding: x sits at the sequence positions ``input_pos`` (L,) int64 and attends through ``caches``."""
+        return self._run(self.spatial_blocks, x, input_pos, caches)
 
-    def intra(self, x: Tensor, start: int = 0, caches: list[KVCache] | None = None) -> Tensor:
-        """Intra transformer + final norm on intra positions [start, start + L) ⊆ {0, 1}: (R, L, D) → (R, L, D).
+    def intra(self, x: Tensor, input_pos: Tensor | None = None, caches: list[KVCache] | None = None) -> Tensor:
+        """Intra transformer + final norm on intra positions ⊆ {0, 1}: (R, L, D) → (R, L, D), as :meth:`spatial`.
 
         It reuses RoPE rows 0 and 1 of the spatial table (zero, then identity), as the official code does.
         """
-        rope = self.rope[start : start + x.shape[1]]
-        for i, block in enumerate(self.factorized_blocks):
-            x = block(x, rope, None if caches is None else caches[i], start)
-        return self.norm(x)
+        return self.norm(self._run(self.factorized_blocks, x, input_pos, caches))
+
+    def _run(self, blocks: nn.ModuleList, x: Tensor, input_pos: Tensor | None, caches: list[KVCache] | None) -> Tensor:
+        if caches is None:
+            rope, mask = self.rope[: x.shape[1]], None
+        else:
+            rope = self.rope[input_pos]  # (L, head_dim/2, 2)
+            mask = caches[0].mask(input_pos)  # (L, max_len): one fixed shape for every decoding step
+        for i, block in enumerate(blocks):
+            x = block(x, rope, None if caches is None else caches[i], input_pos, mask)
+        return x
 
     def forward(self, pre: Tensor, post: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher forcing (spec §5.6). pre, post (B, N) int64 sub-tokens; labels (B,) int64 in [0, num_classes].

@@ -1,23 +1,35 @@
-"""Fast AR sampling with per-sub-token classifier-free guidance (spec §5.8, gpt-fast style).
+"""Fast AR sampling with per-sub-token classifier-free guidance (spec §5.8), in the gpt-fast shape.
 
-One run: allocate static KV caches once (spatial: (rows, H, N, hd) per block; intra: (rows, H, 2, hd) per block),
-prefill the class token, then decode one token per step: one spatial step, then the two intra positions (pre,
-then post given pre). Every step touches only the new position. Departures from the official sampler
+One run allocates fixed-size KV caches once (spatial: (rows, H, N, hd) per block; intra: (rows, H, 2, hd) per
+block, ``generator/kv_cache.py``), then:
+
+* :func:`prefill` — the class token at spatial position 0, through intra position 0: the logits of the first pre;
+* :func:`decode_one_token` — the previous token (pre + post embeddings) at spatial position n, through intra
+  position 0: the logits of pre_n;
+* :func:`post_logits` — pre_n's embedding at intra position 1: the logits of post_n.
+
+Every call reads the whole cache through a mask, so the two decoding functions keep one shape from the first
+token to the last; ``generate_tokens(..., compile=True)`` compiles them once (CUDA graphs on a GPU). Sampling
+itself (temperature, top-k, top-p, ``torch.multinomial``) stays outside the compiled graphs, so the draws and the
+RNG consumption are the official ones: per sub-token i, ``l = l_u + s_i·(l_c − l_u)`` when ``s_i > 1`` (else the
+conditional logits alone: any scale ≤ 1 means "no guidance", as officially), then ``l / t_i``, top-k, top-p,
+softmax and one draw per sub-token and step (pre, then post). Departures from the official sampler
 (``docs/design.md``): nothing is attached to the model, nothing is re-allocated per step (§9 items 8–9), and any
 ``cfg_scale`` works, 1.0 and mixed settings included (§9 item 7).
-
-Per sub-token i: ``l = l_u + s_i·(l_c − l_u)`` when ``s_i > 1`` (else the conditional logits alone, like the
-official code, where any scale ≤ 1 means "no guidance"), then ``l / t_i``, top-k, top-p, softmax and one
-``torch.multinomial`` draw per sub-token and step — the official order of RNG consumption.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from open_magvit2.generator.kv_cache import KVCache
 from open_magvit2.generator.model import GeneratorTransformer, check_labels
 
 
@@ -60,21 +72,38 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
 def sample_from_logits(
     logits: Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
 ) -> Tensor:
-    """One multinomial draw per row of logits (R, V) → (R,) int64."""
+    """One multinomial draw per row of logits (R, V) → (R,) int64, on the logits' device.
+
+    A ``generator`` on another device (a CPU generator for a CUDA model) draws there: the same seed then gives the
+    same tokens on every device, at the cost of one host round trip per draw.
+    """
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator)[:, 0].to(probs.device)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 def _check_settings(cfg_scale: tuple, temperature: tuple, top_k: tuple, top_p: tuple) -> None:
     for name, values in (("cfg_scale", cfg_scale), ("temperature", temperature), ("top_p", top_p)):
-        if not all(isinstance(v, (int, float)) for v in values):
-            raise ValueError(f"{name} must be a number or a pair of numbers, got {values}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"{name} must be a finite number or a pair of them, got {values}")
+    if min(cfg_scale) < 0:
+        raise ValueError(f"cfg_scale must be >= 0 (a scale <= 1 means no guidance), got {cfg_scale}")
     if min(temperature) <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding")
-    if not all(isinstance(k, int) and k >= 0 for k in top_k):
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in top_k):
         raise ValueError(f"top_k must be an int >= 0 (0 = off), got {top_k}")
     if not all(0 < p <= 1 for p in top_p):
         raise ValueError(f"top_p must lie in (0, 1] (1 = off), got {top_p}")
+
+
+def check_sampling(
+    cfg_scale: float | tuple = 1.0, temperature: float | tuple = 1.0, top_k: int | tuple = 0, top_p: float | tuple = 1.0
+) -> None:
+    """``ValueError`` unless :func:`generate_tokens` accepts these settings (check them before long work)."""
+    pairs = [as_pair(v, n) for v, n in ((cfg_scale, "cfg_scale"), (temperature, "temperature"), (top_k, "top_k"),
+                                          (top_p, "top_p"))]
+    _check_settings(*pairs)
 
 
 def guide_logits(logits: Tensor, scale: float, batch: int, guided: bool) -> Tensor:
@@ -84,6 +113,103 @@ def guide_logits(logits: Tensor, scale: float, batch: int, guided: bool) -> Tens
         return cond
     uncond = logits[batch:].float()
     return uncond + scale * (cond - uncond)
+
+
+# ---------------------------------------------------------------------------------------- the decoding steps
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Per-run constants of the logits: ``batch`` real rows (then as many unconditional rows when guided) and,
+    per sub-token, the CFG scale and whether it applies (scale > 1)."""
+
+    batch: int
+    scales: tuple[float, float]
+    guided: tuple[bool, bool]
+
+    @property
+    def rows(self) -> int:
+        return 2 * self.batch if any(self.guided) else self.batch
+
+
+@dataclass
+class DecodeState:
+    """The fixed-size caches of one run and the two intra positions, as tensors on the model's device."""
+
+    spatial: list[KVCache]
+    intra: list[KVCache]
+    intra_pos: tuple[Tensor, Tensor]  # (1,) int64 each: 0 and 1 (the intra positions; 0 is also the prefill's)
+
+    @classmethod
+    def new(cls, model: GeneratorTransformer, rows: int) -> DecodeState:
+        p = model.pre_emb.weight
+        spatial, intra = model.new_caches(rows, dtype=p.dtype, device=p.device)
+        zero_one = torch.arange(2, device=p.device)
+        return cls(spatial, intra, (zero_one[:1], zero_one[1:]))
+
+
+def _sub_token_logits(model: GeneratorTransformer, x: Tensor, i: int, state: DecodeState, g: Guidance) -> Tensor:
+    """x (rows, 1, D) at intra position i → guided logits (B, 2^k_i) float32."""
+    o = model.intra(x, state.intra_pos[i], state.intra)  # (rows, 1, D)
+    return guide_logits(model.head[i](o[:, 0]), g.scales[i], g.batch, g.guided[i])
+
+
+def prefill(model: GeneratorTransformer, labels: Tensor, state: DecodeState, g: Guidance) -> Tensor:
+    """The class tokens (rows,) at spatial position 0 → the guided logits of the first pre (B, 2^k1)."""
+    h = model.spatial(model.class_emb(labels), state.intra_pos[0], state.spatial)  # (rows, 1, D)
+    return _sub_token_logits(model, h, 0, state, g)
+
+
+def decode_one_token(
+    model: GeneratorTransformer, pre: Tensor, post: Tensor, input_pos: Tensor, state: DecodeState, g: Guidance
+) -> Tensor:
+    """The previous token (pre, post: (rows,) int64) at spatial position ``input_pos`` (1,) → the guided logits of
+    the next pre (B, 2^k1) float32. Every argument keeps its shape from step to step."""
+    x = model.embed_tokens(pre[:, None], post[:, None])  # (rows, 1, D): E[n−1] = pre_emb + post_emb
+    h = model.spatial(x, input_pos, state.spatial)  # (rows, 1, D), conditioned on the class and tokens < n
+    return _sub_token_logits(model, h, 0, state, g)
+
+
+def post_logits(model: GeneratorTransformer, pre: Tensor, state: DecodeState, g: Guidance) -> Tensor:
+    """pre_n (rows,) at intra position 1 (after h_n at 0) → the guided logits of post_n (B, 2^k2) float32."""
+    return _sub_token_logits(model, model.pre_emb(pre)[:, None], 1, state, g)
+
+
+def _no_op() -> None:
+    pass
+
+
+_COMPILED: dict[tuple[str, str], Callable] = {}
+_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # compiled runs reuse one cache per (model, rows)
+
+
+def compiled(fn: Callable, device: torch.device, options: dict[str, Any] | None = None) -> Callable:
+    """``torch.compile(fn)`` once per (function, options): whole graph, static shapes; CUDA graphs on a GPU
+    (``mode="reduce-overhead"``). ``options`` replace these ``torch.compile`` arguments."""
+    kwargs: dict[str, Any] = dict(fullgraph=True, dynamic=False)
+    kwargs["mode"] = "reduce-overhead" if device.type == "cuda" else "default"
+    kwargs.update(options or {})
+    if "backend" in kwargs and kwargs["backend"] != "inductor":
+        kwargs.pop("mode")
+    key = (fn.__name__, repr(sorted(kwargs.items(), key=lambda kv: kv[0])))
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, **kwargs)
+    return _COMPILED[key]
+
+
+def _compiled_state(model: GeneratorTransformer, rows: int) -> DecodeState:
+    """One cache per (model, rows, dtype), kept while the model lives and never attached to it: CUDA graphs then
+    replay on the same addresses run after run (slots of an earlier run are masked until overwritten)."""
+    p = model.pre_emb.weight
+    states = _STATES.setdefault(model, {})
+    key = (rows, p.dtype, p.device)
+    if key not in states:
+        states[key] = DecodeState.new(model, rows)
+        if p.device.type == "cuda":
+            for c in states[key].spatial + states[key].intra:
+                torch._dynamo.mark_static_address(c.k)
+                torch._dynamo.mark_static_address(c.v)
+    return states[key]
 
 
 @torch.no_grad()
@@ -98,51 +224,65 @@ def generate_tokens(
     generator: torch.Generator | None = None,
     progress: bool = False,
     return_logits: bool = False,
+    compile: bool | dict[str, Any] = False,
 ) -> SampleOutput:
     """Sample (pre, post) sub-token sequences for class labels (B,) int64 (``num_classes`` = unconditional).
 
     ``cfg_scale``/``temperature``/``top_k``/``top_p``: a number for both sub-tokens or a (pre, post) pair.
-    ``generator`` None uses torch's global RNG. The model's train/eval mode is restored afterwards.
+    ``generator`` None uses torch's global RNG; a generator on another device than the model draws on its own
+    device (:func:`sample_from_logits`). ``compile=True`` compiles :func:`decode_one_token` and :func:`post_logits`
+    once (the first call pays the compile time); a dict passes its own ``torch.compile`` arguments, e.g.
+    ``{"mode": "max-autotune"}``. The model's train/eval mode is restored afterwards.
     """
     cfg = model.config
     check_labels(labels, cfg.num_classes)
+    if labels.numel() == 0:
+        raise ValueError("labels is empty: pass at least one class label, shape (B,) with B >= 1")
     scales, temps = as_pair(cfg_scale, "cfg_scale"), as_pair(temperature, "temperature")
     ks, ps = as_pair(top_k, "top_k"), as_pair(top_p, "top_p")
     _check_settings(scales, temps, ks, ps)
-    guided = tuple(s > 1 for s in scales)
     B, N, device = labels.shape[0], cfg.seq_len, model.pre_emb.weight.device
+    g = Guidance(B, (float(scales[0]), float(scales[1])), (scales[0] > 1, scales[1] > 1))
     labels = labels.to(device)
-    if any(guided):  # rows = [conditional; unconditional]
+    if g.rows > B:  # rows = [conditional; unconditional]
         labels = torch.cat([labels, torch.full_like(labels, cfg.num_classes)])
-    rows, dtype = labels.shape[0], model.pre_emb.weight.dtype
-    spatial_caches, intra_caches = model.new_caches(rows, dtype=dtype, device=device)
     out = torch.empty(2, B, N, dtype=torch.int64, device=device)
     saved = [torch.empty(B, N, v, device=device) for v in cfg.vocab_sizes] if return_logits else None
+    if compile:
+        options = compile if isinstance(compile, dict) else None
+        state = _compiled_state(model, g.rows)
+        step, post_step = compiled(decode_one_token, device, options), compiled(post_logits, device, options)
+    else:
+        state, step, post_step = DecodeState.new(model, g.rows), decode_one_token, post_logits
+
+    def draw(logits: Tensor, i: int, n: int) -> Tensor:  # (B, V_i) → the same token for cond. and uncond. rows
+        if saved is not None:
+            saved[i][:, n] = logits
+        tok = sample_from_logits(logits, temps[i], ks[i], ps[i], generator)  # (B,)
+        out[i, :, n] = tok
+        return tok.repeat(g.rows // B)  # (rows,)
+
+    # CUDA graphs reuse their output memory: say when the previous outputs are consumed (they are, once drawn)
+    new_graph_step = torch.compiler.cudagraph_mark_step_begin if compile and device.type == "cuda" else _no_op
 
     was_training = model.training
     model.eval()
     try:
-        x = model.class_emb(labels)  # (rows, 1, D): the prefill is the class token alone
+        input_pos = torch.zeros(1, dtype=torch.int64, device=device)
         steps = range(N)
         if progress:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="sampling", unit="token")
+        logits = prefill(model, labels, state, g)
         for n in steps:
-            h = model.spatial(x, n, spatial_caches)  # (rows, 1, D), conditioned on class and tokens < n
-            sub_in = h
-            for i in range(2):  # intra position 0 → pre (k1 bits), intra position 1 → post given pre
-                o = model.intra(sub_in, i, intra_caches)  # (rows, 1, D)
-                logits = guide_logits(model.head[i](o[:, 0]), scales[i], B, guided[i])  # (B, V_i) float32
-                if saved is not None:
-                    saved[i][:, n] = logits
-                tok = sample_from_logits(logits, temps[i], ks[i], ps[i], generator)  # (B,)
-                out[i, :, n] = tok
-                tok_rows = tok.repeat(rows // B)  # the same token for the conditional and unconditional rows
-                if i == 0:
-                    pre_e = model.pre_emb(tok_rows)[:, None]  # (rows, 1, D)
-                    sub_in = pre_e
-            x = pre_e + model.post_emb(tok_rows)[:, None]  # the next spatial input E[n]
+            pre = draw(logits, 0, n)
+            new_graph_step()
+            post = draw(post_step(model, pre, state, g), 1, n)
+            if n + 1 < N:
+                input_pos += 1  # spatial position n + 1 holds E[n]
+                new_graph_step()
+                logits = step(model, pre, post, input_pos, state, g)
     finally:
         model.train(was_training)
     return SampleOutput(out[0], out[1], *(saved if saved is not None else (None, None)))

@@ -53,6 +53,9 @@ class LFQ(nn.Module):
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        if isinstance(bits, bool) or not hasattr(bits, "__index__"):  # numpy/torch ints pass; floats, str do not
+            raise TypeError(f"bits must be an int in [1, 62], got {bits!r}")
+        bits = bits.__index__()
         if not 1 <= bits <= 62:
             raise ValueError(f"bits must be in [1, 62], got {bits}")
         if factorized_bits is not None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from torch import Tensor
 
 GROUPS = 32  # every GroupNorm of the official model uses 32 groups (spec §1.1)
 
@@ -88,3 +91,31 @@ class TokenizerConfig:
 
     def replace(self, **changes: Any) -> TokenizerConfig:
         return dataclasses.replace(self, **changes)
+
+
+def infer_tokenizer_config(weights: Mapping[str, Tensor], **overrides: Any) -> TokenizerConfig:
+    """The architecture of encoder/decoder weights (official or ours: same names), read off the tensor shapes:
+    ch, ch_mult, num_res_blocks, z_channels, dims (2-D, or 3-D ``.conv_1`` convs) and the channel counts.
+    ``overrides`` set fields the weights cannot tell (``factorized_bits``)."""
+    conv = "conv_1.weight" if "encoder.conv_in.conv_1.weight" in weights else "weight"
+    try:
+        conv_in = weights[f"encoder.conv_in.{conv}"]
+        conv_out = weights[f"encoder.conv_out.{conv}"]
+        dec_out = weights[f"decoder.conv_out.{conv}"]
+    except KeyError as e:
+        raise ValueError(f"cannot infer the tokenizer architecture: key {e} is missing") from None
+    levels = sorted({int(k.split(".")[2]) for k in weights if k.startswith("encoder.down.")})
+    blocks = {int(k.split(".")[4]) for k in weights if k.startswith("encoder.down.0.block.")}
+    ch = conv_in.shape[0]
+    ch_mult = tuple(weights[f"encoder.down.{i}.block.0.conv1.{conv}"].shape[0] // ch for i in levels)
+    fields: dict[str, Any] = dict(
+        ch=ch,
+        ch_mult=ch_mult,
+        num_res_blocks=len(blocks),
+        z_channels=conv_out.shape[0],
+        dims=conv_in.dim() - 2,
+        in_channels=conv_in.shape[1],
+        out_channels=dec_out.shape[0],
+    )
+    fields.update(overrides)
+    return TokenizerConfig(**fields)

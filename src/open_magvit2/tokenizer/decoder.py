@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from open_magvit2.tokenizer.config import TokenizerConfig
-from open_magvit2.tokenizer.layers import AdaptiveGroupNorm, ResBlock, Upsampler, conv_nd, group_norm
+from open_magvit2.tokenizer.layers import (
+    AdaptiveGroupNorm,
+    ResBlock,
+    Upsampler,
+    conv_nd,
+    group_norm,
+    inference_layout,
+    norm_silu,
+)
 
 
 class DecoderLevel(nn.Module):
@@ -49,10 +56,11 @@ class Decoder(nn.Module):
         self.conv_out = conv_nd(d, widths[0], config.out_channels, 3, bias=True)
 
     def forward(self, codes: Tensor) -> Tensor:
-        x = self.conv_in(codes)
+        codes = inference_layout(codes)  # (B, K, h, w), ±1
+        x = self.conv_in(codes)  # (B, ch·m[L−1], h, w)
         for blk in self.mid_block:
             x = blk(x)
         for i in reversed(range(len(self.up))):
             x = self.adaptive[i](x, codes)
-            x = self.up[i](x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+            x = self.up[i](x)  # levels i ≥ 1 double H and W (and T where the encoder halved it)
+        return self.conv_out(norm_silu(self.norm_out, x)).contiguous()  # (B, C_out, H, W), unbounded

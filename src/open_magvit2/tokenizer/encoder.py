@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from open_magvit2.tokenizer.config import TokenizerConfig
-from open_magvit2.tokenizer.layers import ResBlock, conv_nd, group_norm
+from open_magvit2.tokenizer.layers import ResBlock, conv_nd, group_norm, inference_layout, norm_silu
 
 
 class EncoderLevel(nn.Module):
@@ -44,9 +43,9 @@ class Encoder(nn.Module):
         self.conv_out = conv_nd(d, widths[-1], config.z_channels, 1, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv_in(x)
+        x = self.conv_in(inference_layout(x))  # (B, ch, H, W)
         for level in self.down:
-            x = level(x)
+            x = level(x)  # each level but the last halves H and W (and T where its temporal stride is 2)
         for blk in self.mid_block:
-            x = blk(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+            x = blk(x)  # (B, ch·m[L−1], H/f, W/f)
+        return self.conv_out(norm_silu(self.norm_out, x)).contiguous()  # (B, K, H/f, W/f): the LFQ logits z

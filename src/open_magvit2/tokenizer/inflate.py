@@ -28,15 +28,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from open_magvit2.checkpoints.official import (
-    EMA_PREFIX,
-    EMA_SCALARS,
-    ema_key,
-    infer_tokenizer_config,
-    load_official_state_dict,
-)
+from open_magvit2.checkpoints.official import EMA_PREFIX, EMA_SCALARS, ema_key, load_official_state_dict
 from open_magvit2.fileio import atomic_write
-from open_magvit2.tokenizer.config import TokenizerConfig
+from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.model import Tokenizer
 
 

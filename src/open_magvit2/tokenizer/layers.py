@@ -3,6 +3,11 @@
 ``dims=2`` gives the image model's plain ``nn.Conv2d`` layers; ``dims=3`` wraps ``nn.Conv3d`` in
 :class:`CausalConv3d` (state-dict name ``.conv_1``, spec §4.3) with causal zero padding in time. Everything else
 (ResBlock, down/upsampling, adaptive GroupNorm) is shared.
+
+**Inference fast path.** With autograd off (``torch.no_grad`` / ``torch.inference_mode``) the blocks apply SiLU
+and the residual add in place and the 2-D model runs channels-last on the devices that ``precision.CHANNELS_LAST``
+lists; values are the same (channels-last only changes the convolutions' summation order, within the fixtures'
+1e-5). With autograd on, every op is the plain out-of-place one, so training is differentiable and unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from open_magvit2.precision import channels_last
 from open_magvit2.tokenizer.config import GROUPS
 
 NORM_EPS = 1e-6  # every GroupNorm and the AGN variance floor (spec §1.1)
@@ -48,6 +54,19 @@ def group_norm(c: int, affine: bool = True) -> nn.GroupNorm:
     return nn.GroupNorm(GROUPS, c, eps=NORM_EPS, affine=affine)
 
 
+def norm_silu(norm: nn.Module, x: Tensor) -> Tensor:
+    """``swish(norm(x))`` (spec §1.1); the SiLU runs in place on the fresh norm output when autograd is off."""
+    return F.silu(norm(x), inplace=not torch.is_grad_enabled())
+
+
+def inference_layout(x: Tensor) -> Tensor:
+    """x in the memory format of the no-grad fast path: channels-last for 4-D input on ``precision.CHANNELS_LAST``
+    devices, else unchanged (autograd on, video, other devices). Same values either way."""
+    if x.dim() == 4 and not torch.is_grad_enabled() and channels_last(x.device):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class ResBlock(nn.Module):
     """``h = conv1(swish(norm1(x))); h = conv2(swish(norm2(h))); return h + shortcut(x)`` (spec §1.1).
 
@@ -64,15 +83,16 @@ class ResBlock(nn.Module):
         self.nin_shortcut = conv_nd(dims, cin, cout, 1, bias=False) if cin != cout else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return h + (x if self.nin_shortcut is None else self.nin_shortcut(x))
+        h = self.conv2(norm_silu(self.norm2, self.conv1(norm_silu(self.norm1, x))))
+        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x)
+        return h + shortcut if torch.is_grad_enabled() else h.add_(shortcut)  # h is conv2's fresh output
 
 
 def depth_to_space(x: Tensor, block: tuple[int, ...]) -> Tensor:
     """DCR depth-to-space (spec §1.1, §4.2): ``out[:, k, b·t+a, b·y+i, b·x+j] = x[:, ((a·bh+i)·bw+j)·c + k, t, y, x]``.
 
-    This is not ``F.pixel_shuffle`` order (which puts the channel index first).
+    This is not ``F.pixel_shuffle`` order (which puts the channel index first). The output is contiguous
+    whatever the input's memory format, as the official ``view/permute/contiguous`` is.
     """
     if x.dim() == 4:  # (B, 4c, h, w) -> (B, c, 2h, 2w)
         return rearrange(x, "b (i j c) h w -> b c (h i) (w j)", i=block[0], j=block[1])
@@ -105,6 +125,9 @@ class AdaptiveGroupNorm(nn.Module):
     *unbiased* variance plus 1e-6 — the official comment says otherwise, the code does this; NaN for a single
     latent position), ``beta`` its mean. For video the statistics span all frames (spec §4.2), which is one
     reason the official video model is not causal.
+
+    The statistics and the ``gamma``/``beta`` projections are computed in float32 whatever the weights' dtype
+    (``precision.py``): in bf16 the mean k/N of ±1 codes and the variance would be rounded to 8 bits first.
     """
 
     def __init__(self, z_channels: int, c: int) -> None:
@@ -114,8 +137,16 @@ class AdaptiveGroupNorm(nn.Module):
         self.beta = nn.Linear(z_channels, c)
 
     def forward(self, x: Tensor, quantized: Tensor) -> Tensor:
-        q = quantized.flatten(2)  # (B, z, N) over all latent positions
+        q = quantized.flatten(2).float()  # (B, z, N) over all latent positions; a no-op for float32
         scale = torch.sqrt(q.var(dim=-1) + NORM_EPS)  # unbiased (N − 1), spec §9 item 1
         bias = q.mean(dim=-1)
         expand = (...,) + (None,) * (x.dim() - 2)
-        return self.gn(x) * self.gamma(scale)[expand] + self.beta(bias)[expand]
+        gamma = _linear_f32(self.gamma, scale).to(x.dtype)[expand]  # (B, c, 1, 1[, 1])
+        beta = _linear_f32(self.beta, bias).to(x.dtype)[expand]
+        h = self.gn(x)
+        return h * gamma + beta if torch.is_grad_enabled() else h.mul_(gamma).add_(beta)
+
+
+def _linear_f32(linear: nn.Linear, x: Tensor) -> Tensor:
+    """``linear(x)`` computed in float32 (the weights are upcast if they are half precision)."""
+    return F.linear(x, linear.weight.float(), None if linear.bias is None else linear.bias.float())

@@ -7,23 +7,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from open_magvit2.checkpoints.hub import load_pretrained_dir, resolve_pretrained, save_pretrained_dir
-from open_magvit2.checkpoints.official import (
-    infer_tokenizer_config,
-    load_official_state_dict,
-    load_strict,
-    tokenizer_weights,
-)
+from open_magvit2.checkpoints.hub import save_pretrained_dir
+from open_magvit2.checkpoints.loading import Checkpoint, build_and_load, check_model_type, open_checkpoint
+from open_magvit2.checkpoints.official import tokenizer_weights
 from open_magvit2.quantize import LFQ, LFQOutput, indices_to_codes
-from open_magvit2.tokenizer.config import TokenizerConfig
+from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.decoder import Decoder
 from open_magvit2.tokenizer.encoder import Encoder
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 
 class TokenizerOutput(NamedTuple):
@@ -68,6 +68,8 @@ class Tokenizer(nn.Module):
             raise ValueError(f"expected a float tensor in [-1, 1], got {x.dtype}; convert uint8 with x / 127.5 - 1")
         if x.shape[1] != c.in_channels:
             raise ValueError(f"expected {c.in_channels} channels (RGB) at dim 1 {layout}, got {x.shape[1]}")
+        if x.numel() == 0:
+            raise ValueError(f"expected a non-empty batch {layout}, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
         f = c.spatial_factor
         if h % f or w % f:
@@ -79,13 +81,29 @@ class Tokenizer(nn.Module):
             self._check_frames(x.shape[2])
 
     # ---- the API --------------------------------------------------------------------------------------------
+    @staticmethod
+    def check_values(x: Tensor) -> None:
+        """``ValueError`` for NaN/inf or values far outside [−1, 1] (0..255 images); slack 0.5 for resampling
+        overshoot. Costs a reduction (a device sync), so only :meth:`encode` runs it, not the training pass."""
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("the input holds NaN or inf values; images must be finite floats in [-1, 1]")
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if lo < -1.5 or hi > 1.5:
+            raise ValueError(
+                f"input values must lie in [-1, 1], got [{lo:g}, {hi:g}]; convert uint8 images with x / 127.5 - 1"
+            )
+
     def encode_latent(self, x: Tensor) -> Tensor:
-        """Continuous encoder output z (B, K, *latent): the LFQ logits before quantisation."""
+        """Continuous encoder output z (B, K, *latent): the LFQ logits before quantisation. ``x`` moves to the
+        model's device and dtype, as :meth:`decode` moves its indices."""
         self.check_input(x)
-        return self.encoder(x)
+        p = next(self.parameters())
+        return self.encoder(x.to(device=p.device, dtype=p.dtype))
 
     def encode(self, x: Tensor) -> Tensor:
-        """Images/clips in [−1, 1] → int64 indices (B, *latent)."""
+        """Images/clips (B, 3, [T,] H, W) float in [−1, 1] → int64 indices (B, *latent) on the model's device."""
+        self.check_input(x)
+        self.check_values(x)
         return self.quantize(self.encode_latent(x)).indices
 
     def decode_codes(self, codes: Tensor) -> Tensor:
@@ -100,11 +118,18 @@ class Tokenizer(nn.Module):
         return self.decoder(codes)
 
     def decode(self, indices: Tensor) -> Tensor:
-        """int64 indices (B, *latent) → decoder output (B, C, *pixels), not clamped."""
+        """int64 indices (B, *latent) → decoder output (B, C, *pixels), not clamped. Indices move to the model's
+        device. A grid needs at least 2 latent positions (the adaptive GroupNorm's unbiased variance is NaN for 1)."""
+        if not isinstance(indices, Tensor):
+            raise TypeError(f"indices must be an integer torch.Tensor (B, *latent), got {type(indices).__name__}; "
+                            "convert a numpy array with torch.from_numpy")
         if indices.dim() != self.config.dims + 1:
             raise ValueError(
                 f"indices must be (B, *latent) with {self.config.dims} latent dims, got {tuple(indices.shape)}"
             )
+        if indices.numel() == 0 or indices[0].numel() < 2:
+            raise ValueError(f"cannot decode a token grid of shape {tuple(indices.shape)}: it needs a batch of "
+                             "grids with at least 2 positions (a 1×1 grid decodes to NaN, as officially)")
         dtype = next(self.parameters()).dtype
         return self.decode_codes(
             indices_to_codes(indices.to(next(self.parameters()).device), self.config.z_channels, dtype)
@@ -125,31 +150,61 @@ class Tokenizer(nn.Module):
         return save_pretrained_dir(directory, self.model_type, self.config.to_dict(), self.state_dict())
 
     @classmethod
-    def from_config_and_weights(cls, config: TokenizerConfig, weights: dict[str, Tensor]) -> Tokenizer:
-        with torch.device("meta"):
-            model = cls(config)
-        model = model.to_empty(device="cpu")
-        load_strict(model, weights, what=f"{cls.__name__} ({cls.model_type})")
-        return model.eval()
+    def from_config_and_weights(
+        cls,
+        config: TokenizerConfig,
+        weights: Mapping[str, Tensor],
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        release_source: bool = False,
+    ) -> Self:
+        """A model of ``config`` built on the meta device and loaded strictly from ``weights`` (our key names)
+        straight onto ``device`` (default CPU) in ``dtype`` (default float32), in eval mode."""
+        return build_and_load(
+            lambda: cls(config), weights, device=device, dtype=dtype, what=f"{cls.__name__} ({cls.model_type})",
+            release_source=release_source,
+        )
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, weights: str = "ema", revision: str | None = None) -> Tokenizer:
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        weights: str = "ema",
+        revision: str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> Self:
         """Load an official ``.ckpt`` (EMA weights by default, ``weights="raw"`` for the trained ones), a
-        ``save_pretrained`` directory (which holds one set of weights; ``weights`` is then not used), or a Hugging
-        Face repo id. Loading is strict: any missing or unexpected key raises ``ValueError`` naming it.
+        ``save_pretrained`` directory (which holds one set of weights; ``weights`` is then not used), a released
+        name or a Hugging Face repo id, strictly (any missing or unexpected key raises ``ValueError`` naming it).
+
+        The weights go straight to ``device`` (default CPU) in ``dtype`` (``torch.bfloat16`` or ``"bf16"``, …;
+        default float32): no float32 copy is made on the host first (``checkpoints/loading.py``).
         """
-        path = resolve_pretrained(path_or_id, revision)
-        if path.is_dir():
-            model_type, cfg, sd = load_pretrained_dir(path)
-            if model_type != cls.model_type:
-                raise ValueError(f"{path} holds a {model_type!r}, not a {cls.model_type!r}")
-            return cls.from_config_and_weights(TokenizerConfig.from_dict(cfg), sd)
-        w = tokenizer_weights(load_official_state_dict(path), weights=weights)
-        config = infer_tokenizer_config(w)
-        if cls.dims is not None and config.dims != cls.dims:
-            kind = "an image" if config.dims == 2 else "a video"
-            raise ValueError(f"{path} is {kind} tokenizer checkpoint; load it with the matching class")
-        return cls.from_config_and_weights(config, w)
+        return cls.from_checkpoint(open_checkpoint(path_or_id, revision), weights, device=device, dtype=dtype)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoint,
+        weights: str = "ema",
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> Self:
+        """:meth:`from_pretrained` for an already opened :class:`~open_magvit2.checkpoints.loading.Checkpoint`."""
+        kinds = (cls.model_type,) if cls.dims is not None else ("image_tokenizer", "video_tokenizer")
+        check_model_type(checkpoint, kinds, cls.__name__)
+        if checkpoint.config is not None:  # our folder: the saved config, our key names
+            config, sd = TokenizerConfig.from_dict(checkpoint.config), checkpoint.state_dict
+        else:  # official file: EMA or raw weights under their module names, architecture from the shapes
+            sd = tokenizer_weights(checkpoint.state_dict, weights=weights)
+            config = infer_tokenizer_config(sd)
+        return cls.from_config_and_weights(
+            config, sd, device=device, dtype=dtype, release_source=checkpoint.file_backed
+        )
 
 
 class ImageTokenizer(Tokenizer):

@@ -9,10 +9,18 @@ adaptive GroupNorm takes its statistics over all latent frames (spec §4.2, §9 
 frame therefore changes every latent frame. This is the official behaviour and the released weights depend on it,
 so it is kept. Consequence for long videos: windows (``encode_windows``) are encoded independently, and a window
 never sees its neighbours.
+
+**Large frames: spatial tiles.** The same holds in space: activation memory grows with H·W (a 17-frame 1080p
+window needs ~130× the memory of a 128² one), so ``encode_tiled``/``decode_tiled`` cut frames into overlapping
+square tiles. Encoding keeps, for every latent position, the token of the tile whose centre part holds it (the
+seam between two tiles is the middle of their overlap); decoding blends the overlapping pixels of neighbouring
+tiles with linear ramps. Each tile is an independent clip (its own GroupNorm statistics), so tiled results differ
+from untiled ones, most near the seams: ``benchmarks/bench_video_tiling.py`` measures by how much.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -22,6 +30,8 @@ from torch import Tensor
 from open_magvit2.tokenizer.model import Tokenizer
 
 DEFAULT_WINDOW = 17  # the training clip length of the released model (spec §4, §6.3)
+DEFAULT_TILE = 256  # pixels; 2× the released model's training size, ~4× its activation memory per tile
+DEFAULT_OVERLAP = 64  # pixels shared by neighbouring tiles (8 latent positions at 8×)
 
 
 class WindowedIndices(NamedTuple):
@@ -106,5 +116,110 @@ class VideoTokenizer(Tokenizer):
         video = torch.cat(chunks, dim=2)
         return video if num_frames is None else video[:, :, :num_frames]
 
+    # ---- large frames: spatial tiles (module docstring) -------------------------------------------------------
+    def encode_tiled(self, video: Tensor, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Tensor:
+        """(B, 3, T, H, W) in [−1, 1] → indices (B, t, h, w), encoded in overlapping ``tile``² tiles."""
+        return encode_tiled(self, video, tile, overlap)
 
-__all__ = ["DEFAULT_WINDOW", "VideoTokenizer", "WindowedIndices"]
+    def decode_tiled(self, indices: Tensor, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Tensor:
+        """indices (B, t, h, w) → (B, 3, T, H, W), decoded in overlapping tiles blended at the seams."""
+        return decode_tiled(self, indices, tile, overlap)
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` along an axis of ``length`` with stride ``tile − overlap``; the last tile
+    ends at ``length`` exactly (it may overlap more). One tile of the whole axis when it fits."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return [*starts, length - tile]
+
+
+def seams(starts: list[int], size: int) -> list[int]:
+    """Where one tile hands over to the next along an axis: the middle of each overlap (tiles of ``size``)."""
+    return [(nxt + cur + size) // 2 for cur, nxt in itertools.pairwise(starts)]
+
+
+def _owned(starts: list[int], size: int, length: int) -> list[tuple[int, int]]:
+    """The part of the axis each tile contributes when stitching tokens: from seam to seam."""
+    cuts = seams(starts, size)
+    return list(zip([0, *cuts], [*cuts, length]))
+
+
+def _ramp(starts: list[int], size: int, i: int, device: torch.device) -> Tensor:
+    """Blending weights (size,) of tile i along one axis: 1, ramping linearly to 0 across each overlap with a
+    neighbour (complementary ramps sum to 1 in every overlap)."""
+    w = torch.ones(size, device=device)
+    if i > 0:  # overlap with the previous tile: [starts[i], starts[i-1] + size)
+        n = starts[i - 1] + size - starts[i]
+        w[:n] = torch.minimum(w[:n], (torch.arange(n, device=device) + 0.5) / n)
+    if i + 1 < len(starts):  # overlap with the next tile: [starts[i+1], starts[i] + size)
+        n = starts[i] + size - starts[i + 1]
+        w[size - n :] = torch.minimum(w[size - n :], 1 - (torch.arange(n, device=device) + 0.5) / n)
+    return w
+
+
+def _check_tiling(tok: Tokenizer, tile: int, overlap: int) -> tuple[int, int]:
+    f = tok.config.spatial_factor
+    if tile % f or overlap % f or tile < 2 * f or not 0 <= overlap < tile:
+        raise ValueError(f"tile and overlap must be multiples of the downsampling factor {f} with tile >= {2 * f} "
+                         f"and 0 <= overlap < tile; got tile={tile}, overlap={overlap}")
+    return tile // f, overlap // f
+
+
+@torch.no_grad()
+def encode_tiled(tok: Tokenizer, x: Tensor, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Tensor:
+    """``tok.encode`` in overlapping spatial tiles of ``tile``² pixels: (B, 3, [T,] H, W) → indices (B, [t,] h, w),
+    the same shape as untiled; every position takes the token of the tile that owns it (module docstring)."""
+    tok.check_input(x)
+    n, _ = _check_tiling(tok, tile, overlap)
+    f = tok.config.spatial_factor
+    (H, W), (h, w) = x.shape[-2:], (x.shape[-2] // f, x.shape[-1] // f)
+    ys, xs = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
+    own_y, own_x = _owned([s // f for s in ys], n, h), _owned([s // f for s in xs], n, w)
+    out = None
+    for y0, (oy0, oy1) in zip(ys, own_y):
+        for x0, (ox0, ox1) in zip(xs, own_x):
+            idx = tok.encode(x[..., y0 : y0 + tile, x0 : x0 + tile])  # (B, [t,] n_y, n_x), one tile in memory
+            if out is None:
+                out = idx.new_empty((*idx.shape[:-2], h, w))
+            ly, lx = y0 // f, x0 // f
+            out[..., oy0:oy1, ox0:ox1] = idx[..., oy0 - ly : oy1 - ly, ox0 - lx : ox1 - lx]
+    return out
+
+
+@torch.no_grad()
+def decode_tiled(tok: Tokenizer, indices: Tensor, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Tensor:
+    """``tok.decode`` in overlapping tiles of ``tile``² output pixels, blended linearly across the overlaps:
+    indices (B, [t,] h, w) → (B, 3, [T,] H, W), not clamped."""
+    n, m = _check_tiling(tok, tile, overlap)
+    f = tok.config.spatial_factor
+    h, w = indices.shape[-2:]
+    ys, xs = tile_starts(h, n, m), tile_starts(w, n, m)  # in latent positions
+    out = wsum = None
+    for i, y0 in enumerate(ys):
+        for j, x0 in enumerate(xs):
+            rec = tok.decode(indices[..., y0 : y0 + n, x0 : x0 + n])  # (B, 3, [T,] ty, tx)
+            ty, tx = rec.shape[-2:]
+            if out is None:
+                out = rec.new_zeros((*rec.shape[:-2], h * f, w * f))
+                wsum = rec.new_zeros((h * f, w * f))
+            wy = _ramp([s * f for s in ys], ty, i, rec.device)
+            wx = _ramp([s * f for s in xs], tx, j, rec.device)
+            weight = wy[:, None] * wx[None, :]  # (ty, tx): the same for every batch item, channel and frame
+            out[..., y0 * f : y0 * f + ty, x0 * f : x0 * f + tx] += rec * weight
+            wsum[y0 * f : y0 * f + ty, x0 * f : x0 * f + tx] += weight
+    return out / wsum
+
+
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "DEFAULT_WINDOW",
+    "VideoTokenizer",
+    "WindowedIndices",
+    "decode_tiled",
+    "encode_tiled",
+    "seams",
+    "tile_starts",
+]

@@ -9,8 +9,8 @@ from pathlib import Path
 from torch import Tensor
 
 from open_magvit2.checkpoints.hub import load_pretrained_dir
-from open_magvit2.checkpoints.official import infer_tokenizer_config, load_official_state_dict, tokenizer_weights
-from open_magvit2.tokenizer.config import TokenizerConfig
+from open_magvit2.checkpoints.official import load_official_state_dict, tokenizer_weights
+from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.inflate import inflate_image_to_video
 from open_magvit2.train.checkpoint import META_NAME, STATE_NAME, list_checkpoints, read_state_file
 

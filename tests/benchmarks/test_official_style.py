@@ -1,0 +1,52 @@
+"""The speed baselines are the official computation (pinned to the golden fixtures), and the GPU check runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from open_magvit2 import ImageTokenizer
+
+from official import FIXTURES, io_tensors, write_official_ckpt
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+from official_style import OfficialStyleTokenizer, official_style_sample  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["image_tokenizer_tiny", "image_tokenizer_tiny_z14"])
+def test_official_style_tokenizer_reproduces_the_fixture(name, tmp_path):
+    path = FIXTURES / name / "tokenizer.ckpt" if name == "image_tokenizer_tiny" else write_official_ckpt(
+        name, tmp_path / "z14.ckpt")
+    ours = ImageTokenizer.from_pretrained(path)
+    baseline = OfficialStyleTokenizer(ours.config).eval()
+    baseline.load_state_dict(ours.state_dict(), strict=True)
+    io = io_tensors(name)
+    with torch.no_grad():
+        decoded, indices = baseline(io["images"])
+    assert torch.equal(indices, io["ema/images/indices"].flatten())
+    torch.testing.assert_close(decoded, io["ema/images/decoded"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("case", "cfg"), [("cfg_off", (0.5, 0.5)), ("cfg_on", (1.9, 2.0))])
+def test_official_style_sampler_reproduces_the_greedy_fixture(tiny_transformer, case, cfg):
+    io = io_tensors("ar_tiny")
+    pre, post = official_style_sample(tiny_transformer, torch.tensor([0, 3, 7]), cfg, top_k=(1, 1))
+    assert torch.equal(pre, io[f"{case}/pre"]) and torch.equal(post, io[f"{case}/post"])
+
+
+def test_gpu_check_dry_run(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run (CPU, tiny presets) prints a JSON report with every section filled."""
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    out = subprocess.run([str(BENCH / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(report) >= {"tokenizer", "sampling", "fsdp2", "total_s"}
+    assert not any("error" in report[s] for s in ("tokenizer", "sampling", "fsdp2")), report
+    assert report["sampling"]["compiled_equals_eager"] is True
+    assert 0.5 < report["tokenizer"]["bf16_token_agreement"] <= 1.0
+    assert "| tokenizer | fp32_encode_img_s |" in out.stdout

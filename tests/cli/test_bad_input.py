@@ -1,0 +1,227 @@
+"""Bad input, as a new user would give it, answered everywhere the same way.
+
+Every CLI row must exit with status 2 and one line on stderr (no traceback) that matches the row's pattern, and
+leave no output behind (no file, no empty folder). Every API row must raise the row's exception with a message
+that matches. "fixed" rows are inputs that used to give silently wrong results and now give the right one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from open_magvit2 import LFQ, ImageGenerator, ImageTokenizer, VideoTokenizer
+from open_magvit2.cli import main
+from open_magvit2.imaging import load_image
+
+from official import FIXTURES
+
+IMAGE_CKPT = FIXTURES / "image_tokenizer_tiny" / "tokenizer.ckpt"  # 2× downsampling
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, gen_dir, video_ckpt, clip, photos) -> SimpleNamespace:
+    d = tmp_path_factory.mktemp("bad")
+    e = SimpleNamespace(d=d, ckpt=str(IMAGE_CKPT), gen=str(gen_dir), vckpt=str(video_ckpt), clip=str(clip),
+                        photos=str(photos), img=str(photos / "a.png"), out=str(d / "out"))
+    (d / "file.txt").write_text("a file, not a folder")
+    e.file = str(d / "file.txt")
+    e.folder = str(d)
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    good = (photos / "a.png").read_bytes()
+    (d / "truncated.png").write_bytes(good[: len(good) // 2])
+    for name, arr in {"zero.npy": np.zeros((0, 0), np.int64), "big.npy": np.full((4, 4), 2**18, np.int64),
+                      "float.npy": np.zeros((4, 4), np.float32), "flat.npy": np.zeros(16, np.int64),
+                      "one.npy": np.zeros((1, 1), np.int64)}.items():
+        np.save(d / name, arr)
+    np.savez(d / "archive.npz", arr_0=np.zeros((4, 4), np.int64))
+    (d / "archive.npz").rename(d / "renamed.npy")
+    for sub in ("p", "q"):  # two x.npy in different folders
+        (d / sub).mkdir()
+        np.save(d / sub / "x.npy", np.zeros((4, 4), np.int64))
+    (d / "trunc.ckpt").write_bytes(IMAGE_CKPT.read_bytes()[:5000])
+    (d / "text.ckpt").write_text("not a checkpoint")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {d / 'PWNED'}",))
+
+    torch.save({"state_dict": {"w": Evil()}}, d / "evil.ckpt")
+    np.savez(d / "no_arr0.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    return e
+
+
+# ---- the CLI: (id, argv, stderr pattern); {name} is filled from env -------------------------------------------
+CLI_CASES = [
+    ("output-is-a-file", "reconstruct {img} -c {ckpt} -o {file}", r"is an existing file; name a folder"),
+    ("output-under-a-file", "reconstruct {img} -c {ckpt} -o {file}/sub", r"is a file, not a folder"),
+    ("output-in-sys", "reconstruct {img} -c {ckpt} -o /sys/open-magvit2-out", r"/sys"),
+    ("output-in-proc", "tokenize {img} -c {ckpt} -o /proc/open-magvit2/x", r"/proc"),
+    ("video-output-is-a-folder", "tokenize-video {clip} -c {vckpt} -o {folder}", r"is an existing folder"),
+    ("device-foo", "reconstruct {img} -c {ckpt} -o {out} --device foo", r"not a torch device: 'foo'"),
+    ("size-0", "reconstruct {img} -c {ckpt} -o {out} --size 0", r"expected a whole number >= 1"),
+    ("size-not-multiple", "reconstruct {img} -c {ckpt} -o {out} --size 33", r"multiple of .* factor 2"),
+    ("batch-size-0", "tokenize {img} -c {ckpt} -o {out} --batch-size 0", r"whole number >= 1"),
+    ("missing-input", "reconstruct {d}/nope.png -c {ckpt} -o {out}", r"no such image file or folder"),
+    ("glob-matches-nothing", "reconstruct '{d}/*.jpeg' -c {ckpt} -o {out}", r"no image files"),
+    ("corrupt-image", "reconstruct {d}/corrupt.png -c {ckpt} -o {out}", r"corrupt.png: cannot read the image"),
+    ("truncated-image", "tokenize {d}/truncated.png -c {ckpt} -o {out}", r"truncated.png: cannot read the image"),
+    ("no-checkpoint", "reconstruct {img} -o {out}", r"checkpoint is required"),
+    ("checkpoint-path-missing", "reconstruct {img} -c ckpts/x.ckpt -o {out}", r"ckpts/x.ckpt: no such file"),
+    ("checkpoint-truncated", "reconstruct {img} -c {d}/trunc.ckpt -o {out}", r"truncated or corrupt checkpoint"),
+    ("checkpoint-text", "reconstruct {img} -c {d}/text.ckpt -o {out}", r"not a PyTorch checkpoint"),
+    ("checkpoint-pickle", "reconstruct {img} -c {d}/evil.ckpt -o {out}", r"evil.ckpt"),
+    ("video-ckpt-for-images", "reconstruct {img} -c {vckpt} -o {out}", r"VideoTokenizer.*reconstruct-video"),
+    ("image-ckpt-for-generate", "generate -c {ckpt} --classes 1 -o {out}", r"not a ImageGenerator.*AR_256"),
+    ("tokens-0x0", "detokenize {d}/zero.npy -c {ckpt} -o {out}", r"non-empty integer array"),
+    ("tokens-npz-renamed", "detokenize {d}/renamed.npy -c {ckpt} -o {out}", r"an .npz archive"),
+    ("tokens-out-of-range", "detokenize {d}/big.npy -c {ckpt} -o {out}", r"\[0, 2\^18\)"),
+    ("tokens-float", "detokenize {d}/float.npy -c {ckpt} -o {out}", r"integer array"),
+    ("tokens-1d", "detokenize {d}/flat.npy -c {ckpt} -o {out}", r"\(h, w\) or \(B, h, w\)"),
+    ("tokens-1x1", "detokenize {d}/one.npy -c {ckpt} -o {out}", r"at least 2 positions"),
+    ("tokens-same-name", "detokenize {d}/p/x.npy {d}/q/x.npy -c {ckpt} -o {out}", r"same name"),
+    ("cfg-inf", "generate -c {gen} --classes 1 -o {out} --cfg inf", r"cfg_scale must be a finite number"),
+    ("cfg-nan", "generate -c {gen} --classes 1 -o {out} --cfg nan", r"cfg_scale must be a finite number"),
+    ("cfg-negative", "generate -c {gen} --classes 1 -o {out} --cfg -1", r"cfg_scale must be >= 0"),
+    ("temperature-nan", "generate -c {gen} --classes 1 -o {out} --temperature nan", r"temperature must be a finite"),
+    ("temperature-0", "sample-fid -c {gen} -o {out}.npz --temperature 0", r"temperature must be > 0"),
+    ("top-p-0", "generate -c {gen} --classes 1 -o {out} --top-p 0", r"top_p must lie in \(0, 1\]"),
+    ("top-k-fraction", "generate -c {gen} --classes 1 -o {out} --top-k 1.5", r"PRE,POST"),
+    ("class-out-of-range", "generate -c {gen} --classes 99 -o {out}", r"\[0, 16\)"),
+    ("num-per-class-0", "sample-fid -c {gen} -o {out}.npz --num-per-class 0", r"whole number >= 1"),
+    ("fid-output-is-a-folder", "sample-fid -c {gen} -o {folder}", r"is an existing folder; name a file"),
+    ("max-frames-0", "reconstruct-video {clip} -c {vckpt} -o {out}.mp4 --max-frames 0", r"whole number >= 1"),
+    ("window-4", "tokenize-video {clip} -c {vckpt} -o {out}.npy --window 4", r"2k\+1"),
+    ("tile-word", "tokenize-video {clip} -c {vckpt} -o {out}.npy --tile big", r"--tile 'big'"),
+    ("video-not-a-video", "reconstruct-video {file} -c {vckpt} -o {out}.mp4", r"cannot read video"),
+    ("two-videos", "tokenize-video {clip} {clip} -c {vckpt} -o {out}.npy", r"one video at a time"),
+    ("eval-data-missing", "evaluate-tokenizer -c {ckpt} --data {d}/none -o {out}", r"no such image file"),
+    ("eval-samples-no-arr0", "evaluate-generator --samples {d}/no_arr0.npz --reference {d}/no_arr0.npz",
+     r"no 'arr_0' array"),
+]
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [pytest.param(a, p, id=i) for i, a, p in CLI_CASES])
+def test_cli_bad_input(env, argv, pattern, capsys):
+    args = [a.strip("'") for a in argv.format(**vars(env)).split()]
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse: a usage line and an error line
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    lines = [ln for ln in err.splitlines() if not ln.startswith("usage:") and not ln.startswith("  ")]
+    assert code == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert re.search(pattern, lines[0]), lines[0]
+    out = Path(env.out)
+    assert not any(p.exists() for p in (out, Path(f"{out}.npz"), Path(f"{out}.mp4"), Path(f"{out}.npy"))), err
+    assert not (Path(env.d) / "PWNED").exists()  # a malicious pickle never ran
+
+
+def test_full_disk_leaves_no_half_written_file(env, tmp_path, monkeypatch, capsys):
+    """`tokenize` on a disk that fills up mid-write: one line, and no truncated .npy (atomic writes)."""
+    real_save = np.save
+
+    def save_then_fail(f, arr, *args, **kwargs):
+        real_save(f, arr[: len(arr) // 2], *args, **kwargs)  # half the bytes reach the disk, then ENOSPC
+        raise OSError(errno.ENOSPC, "No space left on device", str(getattr(f, "name", f)))
+
+    monkeypatch.setattr(np, "save", save_then_fail)
+    out = tmp_path / "tok"
+    assert main(["tokenize", env.img, "-c", env.ckpt, "-o", str(out), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device; free some space or write elsewhere" in err and len(err.splitlines()) == 1
+    assert not out.exists() or not any(out.rglob("*"))  # no partial file, no temporary file, no empty folder
+
+
+def test_malicious_pickle_says_so(env):
+    from open_magvit2.checkpoints.official import load_official_state_dict
+
+    with pytest.raises(ValueError, match="arbitrary pickle code"):
+        load_official_state_dict(Path(env.d) / "evil.ckpt")
+    assert not (Path(env.d) / "PWNED").exists()
+
+
+# ---- the Python API: (id, call, exception, message pattern) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def tok() -> ImageTokenizer:
+    return ImageTokenizer.from_pretrained(IMAGE_CKPT)
+
+
+@pytest.fixture(scope="module")
+def gen(gen_dir) -> ImageGenerator:
+    return ImageGenerator.from_pretrained(gen_dir)
+
+
+API_CASES: list[tuple[str, Callable, type[Exception], str]] = [
+    ("from_pretrained-None", lambda e: ImageTokenizer.from_pretrained(None), TypeError, "released name"),
+    ("video-from_pretrained-list", lambda e: VideoTokenizer.from_pretrained(["x"]), TypeError, "released name"),
+    ("lfq-bits-str", lambda e: LFQ(bits="18"), TypeError, "bits must be an int"),
+    ("lfq-bits-float", lambda e: LFQ(bits=18.5), TypeError, "bits must be an int"),
+    ("lfq-bits-bool", lambda e: LFQ(bits=True), TypeError, "bits must be an int"),
+    ("encode-nan", lambda e: e.tok.encode(torch.full((1, 3, 8, 8), float("nan"))), ValueError, "NaN or inf"),
+    ("encode-inf", lambda e: e.tok.encode(torch.full((1, 3, 8, 8), float("inf"))), ValueError, "NaN or inf"),
+    ("encode-0..255", lambda e: e.tok.encode(torch.full((1, 3, 8, 8), 200.0)), ValueError, r"x / 127.5 - 1"),
+    ("encode-uint8", lambda e: e.tok.encode(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), ValueError, "float"),
+    ("encode-4-channels", lambda e: e.tok.encode(torch.zeros(1, 4, 8, 8)), ValueError, "3 channels"),
+    ("encode-3d", lambda e: e.tok.encode(torch.zeros(3, 8, 8)), ValueError, "4-D tensor"),
+    ("encode-odd-size", lambda e: e.tok.encode(torch.zeros(1, 3, 9, 8)), ValueError, "multiples of 2"),
+    ("encode-empty", lambda e: e.tok.encode(torch.zeros(0, 3, 8, 8)), ValueError, "non-empty"),
+    ("encode-numpy", lambda e: e.tok.encode(np.zeros((1, 3, 8, 8), np.float32)), TypeError, "torch.Tensor"),
+    ("decode-numpy", lambda e: e.tok.decode(np.zeros((1, 4, 4), np.int64)), TypeError, "torch.from_numpy"),
+    ("decode-list", lambda e: e.tok.decode([[[0, 1], [2, 3]]]), TypeError, "torch.Tensor"),
+    ("decode-1x1", lambda e: e.tok.decode(torch.zeros(1, 1, 1, dtype=torch.long)), ValueError, "at least 2"),
+    ("decode-float", lambda e: e.tok.decode(torch.zeros(1, 4, 4)), TypeError, "integer"),
+    ("decode-range", lambda e: e.tok.decode(torch.full((1, 4, 4), -1)), ValueError, r"\[0, 2\^18\)"),
+    ("generate-empty-labels", lambda e: e.gen.generate(torch.zeros(0, dtype=torch.long)), ValueError, "empty"),
+    ("generate-top_k-True", lambda e: e.gen.generate(torch.tensor([1]), top_k=True), ValueError, "top_k"),
+    ("generate-cfg-nan", lambda e: e.gen.generate(torch.tensor([1]), cfg_scale=float("nan")), ValueError, "finite"),
+    ("generate-float-labels", lambda e: e.gen.generate(torch.tensor([1.0])), ValueError, "integer tensor"),
+    ("load_image-folder", lambda e: load_image(e.env.d), FileNotFoundError, "image not found"),
+    ("load_image-size-0", lambda e: load_image(e.env.img, 0), ValueError, "positive int"),
+]
+
+
+@pytest.mark.parametrize(("call", "exc", "pattern"), [pytest.param(c, x, p, id=i) for i, c, x, p in API_CASES])
+def test_api_bad_input(env, tok, gen, call, exc, pattern):
+    with pytest.raises(exc, match=pattern) as info:
+        call(SimpleNamespace(env=env, tok=tok, gen=gen))
+    assert "\n" not in str(info.value)
+
+
+# ---- inputs that used to give silently wrong results ---------------------------------------------------------
+def test_fixed_16_bit_greyscale_png_is_not_white(tmp_path):
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(tmp_path / "g8.png")
+    x16, x8 = load_image(tmp_path / "g16.png", None), load_image(tmp_path / "g8.png", None)
+    assert torch.equal(x16, x8) and float(x16.mean()) < 0.1  # the same picture, not almost all white
+
+
+def test_fixed_float64_and_float16_inputs_encode_like_float32(tok):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        ref = tok.encode(x)
+        assert torch.equal(tok.encode(x.double()), ref)
+        half = tok.encode(x.half())  # rounded to float16 first, then computed in the model's float32
+        assert torch.equal(half, tok.encode(x.half().float()))
+
+
+def test_fixed_atomic_writes_follow_the_umask(tmp_path):
+    from open_magvit2.fileio import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.txt", lambda p: p.write_text("x"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
