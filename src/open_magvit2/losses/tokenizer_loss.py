@@ -207,10 +207,12 @@ class TokenizerLoss(nn.Module):
         c = self.config
         factor = disc_factor(step, c.disc_start)
         l1, p, nll = self._reconstruction_terms(x, xrec)
-        track = torch.is_grad_enabled() and factor > 0  # before disc_start: no graph through D
-        with without_parameter_grads(self.discriminator), torch.set_grad_enabled(track):
-            logits_fake = self.discriminator(xrec)
-        g = non_saturating_g_loss(logits_fake)
+        if factor > 0:
+            with without_parameter_grads(self.discriminator):
+                logits_fake = self.discriminator(xrec)
+            g = non_saturating_g_loss(logits_fake)
+        else:  # before disc_start the discriminator does not run (officially it runs and is multiplied by 0)
+            logits_fake = g = nll.new_zeros(())
         d_weight = self._generator_weight(nll, g, factor, last_layer)
         g_weighted = d_weight * factor * g
         loss = nll + g_weighted if factor > 0 else nll  # the official order of the sum

@@ -33,6 +33,8 @@ from open_magvit2.data.tokens import write_classes
 from open_magvit2.distributed import all_reduce_mean, all_reduce_sum
 from open_magvit2.imaging import image_grid, save_image, to_uint8
 from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
+from open_magvit2.losses.gan import disc_factor
+from open_magvit2.losses.tokenizer_loss import LossOutput
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
 from open_magvit2.tokenizer.presets import tokenizer_config
 from open_magvit2.train.config import InitConfig, OptimConfig, RunConfig, ScheduleConfig
@@ -204,9 +206,12 @@ def train_step(parts: TokenizerParts, micro: list[Tensor], step: int, *, session
         p.scaler.scale(g.loss / accum).backward()
         recs.append(out.reconstruction.detach())
         indices.append(out.quantizer.indices)
-    # 2. discriminator step on the same (detached) reconstructions; LPIPS is not recomputed
+    # 2. discriminator step on the same (detached) reconstructions; LPIPS is not recomputed. Before disc_start the
+    #    discriminator is not trained (its loss is multiplied by 0), so it does not run at all.
     p.opt_d.zero_grad(set_to_none=True)
-    for i, (x, rec) in enumerate(zip(micro, recs)):
+    d_active = disc_factor(step, p.loss.config.disc_start) > 0
+    d = LossOutput(torch.zeros((), device=micro[0].device), {})
+    for i, (x, rec) in enumerate(zip(micro, recs) if d_active else ()):
         with (p.ddp_disc.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
             d = p.loss.discriminator_loss(x, rec, step, discriminator=p.ddp_disc, batch_mean=batch_mean)
         p.scaler.scale(d.loss / accum).backward()
@@ -222,7 +227,8 @@ def train_step(parts: TokenizerParts, micro: list[Tensor], step: int, *, session
     taken = session.guard.check(step, finite, "loss or gradients")
     if taken:
         p.scaler.step(p.opt_g)
-        p.scaler.step(p.opt_d)
+        if d_active:
+            p.scaler.step(p.opt_d)
         if p.ema is not None:
             update_ema(p.ema, p.tokenizer, ema_decay)
     p.scaler.update()

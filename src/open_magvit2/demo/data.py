@@ -1,0 +1,186 @@
+"""The offline data of the demo models: photos that scikit-image and scikit-learn ship, camera-motion clips
+synthesised from them, and scikit-learn's handwritten digits (docs/model_zoo.md).
+
+Every function writes plain files (PNG folders, mp4 clips) that the ordinary training pipelines read, so the demo
+recipes are ordinary recipes. Everything is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Colour photos (and a few greyscale ones for texture) that the packages ship. Two colour photos are held out of
+# every demo training run, entirely, for our own evaluation.
+TRAIN_PHOTOS = (
+    "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle", "retina",
+    "colorwheel", "sklearn:china", "sklearn:flower", "camera", "coins", "brick", "grass", "gravel", "moon", "clock",
+)  # fmt: skip
+HELD_OUT_PHOTOS = ("chelsea", "coffee")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a named photo: ``skimage.data.<name>`` or ``sklearn:<china|flower>``."""
+    if name.startswith("sklearn:"):
+        try:
+            from sklearn.datasets import load_sample_image
+        except ImportError:
+            raise ValueError("the demo data needs scikit-learn: pip install scikit-learn") from None
+        return np.asarray(load_sample_image(f"{name.split(':', 1)[1]}.jpg"), dtype=np.uint8)
+    try:
+        from skimage import data
+    except ImportError:
+        raise ValueError("the demo data needs scikit-image: pip install scikit-image") from None
+    im = getattr(data, name)()
+    if isinstance(im, tuple):  # stereo_motorcycle: (left, right, disparity)
+        im = im[0]
+    im = np.asarray(im)
+    if im.dtype == bool:
+        im = im.astype(np.uint8) * 255
+    if im.ndim == 2:
+        im = np.repeat(im[..., None], 3, axis=-1)
+    return np.ascontiguousarray(im[..., :3].astype(np.uint8))
+
+
+def _safe(name: str) -> str:
+    return name.replace(":", "_")
+
+
+def write_photo_folder(out: str | Path, names: Sequence[str] = TRAIN_PHOTOS, scales: Sequence[float] = (1.0,)
+                       ) -> Path:
+    """One PNG per photo and scale in ``out`` (a flat folder). Scales below 1 add downsized copies, so random
+    crops see the same content at several sizes."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        im = Image.fromarray(load_photo(name))
+        for s in scales:
+            w, h = im.size
+            scaled = im if s == 1.0 else im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+            scaled.save(out / f"{_safe(name)}_{round(100 * s):03d}.png")
+    return out
+
+
+def write_photo_tiles(out: str | Path, names: Sequence[str] = TRAIN_PHOTOS, *, tile: int = 64,
+                      scales: Sequence[float] = (1.0, 0.6, 0.35), per_photo: int = 150, seed: int = 0) -> Path:
+    """Square ``tile``-pixel crops of each photo at each scale (half-tile stride, at most ``per_photo`` per
+    photo and scale, chosen at random) as PNGs in a flat folder.
+
+    Training on these with ``data.size = tile`` crops at the photos' own resolution (the resize and crop of the
+    image pipeline are then no-ops), which is what the original-resolution path of a tokenizer sees.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        photo = Image.fromarray(load_photo(name))
+        for s in scales:
+            w, h = photo.size
+            im = photo if s == 1.0 else photo.resize((round(w * s), round(h * s)), Image.LANCZOS)
+            arr = np.asarray(im)
+            corners = [(y, x) for y in range(0, arr.shape[0] - tile + 1, tile // 2)
+                       for x in range(0, arr.shape[1] - tile + 1, tile // 2)]
+            for k in rng.permutation(len(corners))[:per_photo]:
+                y, x = corners[k]
+                name_yx = f"{_safe(name)}_{round(100 * s):03d}_{y}_{x}.png"
+                Image.fromarray(arr[y : y + tile, x : x + tile]).save(out / name_yx)
+    return out
+
+
+# ---- camera motion over a photo -------------------------------------------------------------------------------
+
+
+def camera_clip(photo: np.ndarray, *, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(T, size, size, 3) uint8: a virtual camera moving over ``photo`` — a pan, a zoom and a small rotation,
+    each with a random speed and direction, linear in time (bilinear resampling of the still photo)."""
+    im = Image.fromarray(photo)
+    w, h = im.size
+    view = min(w, h) * rng.uniform(0.35, 0.7)  # side of the square window in photo pixels at t = 0
+    zoom = math.exp(rng.uniform(-0.25, 0.25))  # window scale at the last frame
+    angle = math.radians(rng.uniform(-6, 6))  # rotation at the last frame
+    span = max(view, view * zoom) * 1.5  # keep the rotated, zoomed window inside the photo
+    cx0, cy0 = rng.uniform(span / 2, w - span / 2), rng.uniform(span / 2, h - span / 2)
+    shift = rng.uniform(-0.25, 0.25, size=2) * view  # pan over the clip
+    cx1 = float(np.clip(cx0 + shift[0], span / 2, w - span / 2))
+    cy1 = float(np.clip(cy0 + shift[1], span / 2, h - span / 2))
+    out = []
+    for t in np.linspace(0.0, 1.0, frames):
+        side = view * zoom**t
+        a = angle * t
+        cx, cy = cx0 + (cx1 - cx0) * t, cy0 + (cy1 - cy0) * t
+        s = side / size  # photo pixels per output pixel
+        cos, sin = math.cos(a) * s, math.sin(a) * s
+        # output (u, v) → photo (x, y): rotate and scale about the window centre
+        ox, oy = cx - cos * size / 2 + sin * size / 2, cy - sin * size / 2 - cos * size / 2
+        frame = im.transform((size, size), Image.AFFINE, (cos, -sin, ox, sin, cos, oy), resample=Image.BILINEAR)
+        out.append(np.asarray(frame))
+    return np.stack(out)
+
+
+def write_clips(out: str | Path, names: Sequence[str], *, per_photo: int, frames: int, size: int, fps: float = 8.0,
+                seed: int = 0) -> Path:
+    """``per_photo`` camera-motion mp4 clips per photo into ``out/<photo>/clip_XX.mp4`` (lossless-quality x264)."""
+    from open_magvit2.data.video import write_video
+
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        photo = load_photo(name)
+        folder = out / _safe(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_photo):
+            write_video(folder / f"clip_{i:02d}.mp4", camera_clip(photo, frames=frames, size=size, rng=rng), fps=fps,
+                        crf=10)
+    return out
+
+
+# ---- digits ---------------------------------------------------------------------------------------------------
+
+
+def digits(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten digits as (N, size, size, 3) uint8 — bright digit on black (data value 0,
+    the background, is black; 16 is white), bilinearly upsampled from 8×8 — and their labels (N,) in 0..9."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ValueError("the demo data needs scikit-learn: pip install scikit-learn") from None
+    d = load_digits()
+    images = []
+    for x in d.images:
+        small = Image.fromarray(np.round(x * (255 / 16)).astype(np.uint8))
+        images.append(np.asarray(small.resize((size, size), Image.BILINEAR)))
+    gray = np.stack(images)
+    return np.repeat(gray[..., None], 3, axis=-1), d.target.astype(np.int64)
+
+
+def digits_to_features(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 digit images → (N, 64) features on scikit-learn's 0..16 scale: the mean of the channels,
+    box-downsampled to 8×8. Real and generated images go through the same function."""
+    gray = images.astype(np.float64).mean(axis=-1)
+    n, h, w = gray.shape
+    small = gray.reshape(n, 8, h // 8, 8, w // 8).mean(axis=(2, 4))
+    return (small * (16 / 255)).reshape(n, 64)
+
+
+def write_digits_folder(out: str | Path, size: int = 32) -> Path:
+    """The digits as ``out/<digit>/<index>.png`` (class folders → labels 0..9 in sorted order)."""
+    out = Path(out)
+    images, labels = digits(size)
+    for i, (im, y) in enumerate(zip(images, labels)):
+        folder = out / str(int(y))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(folder / f"{i:04d}.png")
+    return out
+
+
+def digits_classifier():
+    """A support-vector classifier (scikit-learn's ``SVC``, default settings) trained on all real digits, seen
+    through :func:`digits_to_features`. It scores generated digits."""
+    from sklearn.svm import SVC
+
+    images, labels = digits()
+    return SVC().fit(digits_to_features(images), labels)
