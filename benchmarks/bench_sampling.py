@@ -8,6 +8,8 @@ Main comparison (default): full 256-step runs, nothing interpolated, variants in
   ``nn.Linear``;
 * ours: ``generate_tokens`` — fixed-size caches allocated once, read through a mask, ``prefill`` /
   ``decode_one_token`` / ``post_logits``;
+* ours, plain F.linear: the same with ``generator.model.Linear``'s CPU decode path (``(W·xᵀ)ᵀ`` for 8–32 rows)
+  switched off, to show what it adds;
 * ours, compiled: ``generate_tokens(..., compile=True)`` (inductor; the compile time is reported separately).
 
 Model: ``--dim 768 --layers 12`` ("mid": 106 M parameters, about a third of B) unless given, random weights (heads
@@ -47,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from official_style import official_style_sample
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorTransformer, generate_tokens
+from open_magvit2.generator import model as gmodel
 from open_magvit2.generator.sampling import guide_logits, sample_from_logits
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -178,7 +181,15 @@ def main() -> None:
         torch.manual_seed(0)
         return official_style_sample(model, labels, scales)
 
-    variants = {"official-style": official, "ours": ours}
+    def ours_plain_linear():  # the F.linear path everywhere: what generator.model.Linear's CPU decode path adds
+        saved = gmodel.CPU_DECODE_ROWS
+        gmodel.CPU_DECODE_ROWS = range(0)
+        try:
+            return ours()
+        finally:
+            gmodel.CPU_DECODE_ROWS = saved
+
+    variants = {"official-style": official, "ours": ours, "ours, plain F.linear": ours_plain_linear}
     if not args.no_compile:
         t = time.perf_counter()
         ours(True)

@@ -28,6 +28,7 @@ LAYERS = [
     ("losses",),
     ("eval",),
     ("train",),
+    ("demo",),  # the demo models' data, recipes and the `demo` command: above the trainers
     ("api", ""),  # the public facades: open_magvit2.api and the package root
     ("cli", "__main__"),  # entry points
 ]

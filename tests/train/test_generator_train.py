@@ -3,6 +3,7 @@ on-the-fly encoding = shards, fine-tuning from an official AR checkpoint, and th
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def test_tiny_recipe_overfits_and_greedy_samples_reproduce_the_data(tokens, tmp_
     assert {"loss", "loss/pre", "loss/post", "lr", "grad_norm", "throughput/tokens_per_s"} <= set(log[-1])
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == [
         "step_0000100.png", "step_0000200.png", "step_0000300.png"]
+    assert json.loads((tmp_path / "run" / "classes.json").read_text()) == ["a", "b", "c", "d"]
     grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "step_0000300.png"))
     assert grid.shape[1] == 2 * 32 + 3 * 2  # 2 samples per class, 32 px each, 2 px borders
 

@@ -123,6 +123,35 @@ def looks_like_path(text: str) -> bool:
     return text.startswith((".", "/", "~")) or "\\" in text or (len(suffix) > 1 and suffix[1].isalpha())
 
 
+# ---- the bundled demo models (docs/model_zoo.md) -----------------------------------------------------------------
+
+DEMO_NAME = "demo"
+DEMO_ROOT = Path(__file__).resolve().parents[1] / "assets" / "demo"  # package data
+DEMO_MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator")
+
+
+def demo_model_dir(model_type: str | None) -> Path:
+    """The ``save_pretrained`` folder of the bundled demo model of ``model_type`` (package data, no network)."""
+    if model_type not in DEMO_MODEL_TYPES:
+        raise ValueError(
+            "'demo' names one bundled model per class: use ImageTokenizer.from_pretrained('demo'), "
+            "VideoTokenizer.from_pretrained('demo') or ImageGenerator.from_pretrained('demo')"
+        )
+    path = DEMO_ROOT / model_type
+    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"the bundled demo {model_type} is missing from this installation ({path}); "
+                                "reinstall open-magvit2, or rebuild it with `make demo-models`")
+    return path
+
+
+def demo_sample(name: str) -> Path:
+    """A bundled sample file of the demo (a held-out photo, a clip), by file name."""
+    path = DEMO_ROOT / "samples" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo sample {name} is missing from this installation ({path})")
+    return path
+
+
 def resolve_pretrained(path_or_id: str | Path, revision: str | None = None) -> Path:
     """A local path for ``path_or_id`` (module docstring); ``FileNotFoundError`` with one line saying what to do."""
     if isinstance(path_or_id, bool) or not isinstance(path_or_id, (str, Path)):

@@ -189,8 +189,8 @@ def compiled(fn: Callable, device: torch.device, options: dict[str, Any] | None 
     kwargs: dict[str, Any] = dict(fullgraph=True, dynamic=False)
     kwargs["mode"] = "reduce-overhead" if device.type == "cuda" else "default"
     kwargs.update(options or {})
-    if "backend" in kwargs and kwargs["backend"] != "inductor":
-        kwargs.pop("mode")
+    if "options" in kwargs or kwargs.get("backend", "inductor") != "inductor":  # torch takes mode or options
+        kwargs.pop("mode", None)
     key = (fn.__name__, repr(sorted(kwargs.items(), key=lambda kv: kv[0])))
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(fn, **kwargs)

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from open_magvit2.checkpoints.hub import load_pretrained_dir, save_pretrained_dir
+from open_magvit2.data.tokens import write_classes
 from open_magvit2.generator import GeneratorConfig, GeneratorTransformer, ImageGenerator, generator_loss
 from open_magvit2.generator.sampling import generate_tokens
 from open_magvit2.imaging import image_grid, save_image, to_uint8
@@ -181,9 +182,12 @@ def _sample_grid(model: GeneratorTransformer, data: TrainData, cfg: GeneratorTra
         save_image(image_grid(list(to_uint8(images)), columns=cfg.samples.per_class), path)
 
 
-def _save_tokenizer(data: TrainData, run_root: Path) -> None:
+def _save_run_files(data: TrainData, run_root: Path) -> None:
+    """Rank 0: ``RUN_DIR/tokenizer/`` (once) and ``RUN_DIR/classes.json`` (when the data names its classes)."""
     if data.tokenizer is not None and not (run_root / TOKENIZER_DIR / "config.json").is_file():
         data.tokenizer.save_pretrained(run_root / TOKENIZER_DIR)
+    if data.stream.class_names is not None:
+        write_classes(run_root, data.stream.class_names)
 
 
 def _check_resume(state: dict[str, Any], gcfg: GeneratorConfig, data: TrainData) -> None:
@@ -211,7 +215,7 @@ def _train(cfg: GeneratorTrainConfig, data_path: str | Path, session: TrainSessi
     accum = cfg.optim.grad_accum
     total, steps_per_epoch = _length(cfg, data, data_path, ctx.world_size)
     if ctx.is_main:
-        _save_tokenizer(data, session.run.root)
+        _save_run_files(data, session.run.root)
 
     # ---- resume -------------------------------------------------------------------------------------------------
     step = 0
