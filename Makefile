@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev,eval,train,video
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint bench clean
+.PHONY: install demo demo-models test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The whole system on the bundled demo models, offline: writes demo-output/ (docs/model_zoo.md).
+demo: install
+	$(VENV)/bin/open-magvit2 demo --output demo-output
+
+# Retrain the three demo models from scratch with the project's trainers (about 1.5 h on a 2-core CPU), measure
+# them and install them as package data (src/open_magvit2/assets/demo).
+demo-models: install
+	$(PY) -m open_magvit2.demo.build --work build/demo-models
 
 test: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

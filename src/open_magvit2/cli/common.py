@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import math
 import os
+import sys
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ __all__ = [
     "add_device_arg",
     "begin_command",
     "checkpoint_first",
+    "default_to_demo",
     "load_checkpoint",
     "output_dir",
     "output_file",
@@ -32,8 +34,8 @@ __all__ = [
 
 CHECKPOINT_HELP = (
     "a released name (imagenet_128_L, imagenet_256_L, pretrain256_262144, pretrain256_16384, video_128_262144, "
-    "AR_256_B/L/XL: downloaded once into the Hugging Face cache), an official .ckpt file, a save_pretrained folder "
-    "or a hub repo id owner/name"
+    "AR_256_B/L/XL: downloaded once into the Hugging Face cache), demo (the bundled demo model), an official .ckpt "
+    "file, a save_pretrained folder or a hub repo id owner/name"
 )
 NO_CHECKPOINT = f"a checkpoint is required: pass --checkpoint with {CHECKPOINT_HELP}"
 
@@ -80,7 +82,8 @@ def add_device_arg(parser: argparse.ArgumentParser, *, dtype: bool = False) -> N
 
 
 def add_checkpoint_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
-    parser.add_argument("--checkpoint", "-c", default=None, help=f"{CHECKPOINT_HELP} (required)")
+    parser.add_argument("--checkpoint", "-c", default=None,
+                        help=f"{CHECKPOINT_HELP} (default: the bundled demo model)")
     if weights:
         parser.add_argument(
             "--weights",
@@ -96,10 +99,23 @@ def checkpoint_first(args: argparse.Namespace, name: str = "inputs") -> None:
     values = getattr(args, name)
     if args.checkpoint:
         return
-    if len(values) < 2:
-        raise ValueError(f"{NO_CHECKPOINT}, or name it before the inputs")
+    if len(values) < 2 or not looks_like_checkpoint(values[0]):
+        return  # no checkpoint given: load_checkpoint uses the bundled demo model
     args.checkpoint, args.checkpoint_positional = values[0], True
     setattr(args, name, values[1:])
+
+
+def looks_like_checkpoint(text: str) -> bool:
+    """A released or demo name, a checkpoint file, a save_pretrained folder or a hub id ``owner/name`` — not an
+    image, a video, a folder of them or a glob."""
+    from open_magvit2.checkpoints.hub import CONFIG_NAME, DEMO_NAME, RELEASES, looks_like_path
+
+    p = Path(text).expanduser()
+    if text in RELEASES or text == DEMO_NAME or (p / CONFIG_NAME).is_file():
+        return True
+    if p.suffix.lower() in (".ckpt", ".pt", ".pth", ".safetensors"):
+        return True
+    return not p.exists() and not looks_like_path(text) and text.count("/") == 1 and "*" not in text
 
 
 def load_checkpoint(args: argparse.Namespace, cls: type[T], hint: str) -> tuple[T, torch.device]:
@@ -107,10 +123,10 @@ def load_checkpoint(args: argparse.Namespace, cls: type[T], hint: str) -> tuple[
     use instead) when the file holds another kind of model."""
     from open_magvit2.checkpoints.auto import load_pretrained
 
-    if not args.checkpoint:
-        raise ValueError(NO_CHECKPOINT)
     device = pick_device(args.device)
     set_tf32(False)  # the inference precision policy (precision.py): float32 means float32
+    if not args.checkpoint or args.checkpoint == "demo":
+        return _load_demo(args, cls, device), device
     try:
         model = load_pretrained(args.checkpoint, weights=getattr(args, "weights", "ema"), device=device,
                                 dtype=getattr(args, "dtype", None))
@@ -121,6 +137,26 @@ def load_checkpoint(args: argparse.Namespace, cls: type[T], hint: str) -> tuple[
     if not isinstance(model, cls):
         raise ValueError(f"{args.checkpoint} holds a {type(model).__name__}, not a {cls.__name__}; {hint}")
     return model.to(device).eval(), device  # type: ignore[attr-defined]
+
+
+def default_to_demo(args: argparse.Namespace, kind: str) -> None:
+    """No --checkpoint: use the bundled demo model (``args.checkpoint = "demo"``), with a one-line notice naming
+    it. ``kind``: "image tokenizer", "video tokenizer" or "generator"."""
+    if not args.checkpoint:
+        args.checkpoint = "demo"
+        print(f"no --checkpoint: using the bundled demo {kind} (demo quality, not the paper's models; "
+              "docs/model_zoo.md)", file=sys.stderr)
+
+
+def _load_demo(args: argparse.Namespace, cls: type[T], device: torch.device) -> T:
+    from open_magvit2.tokenizer import ImageTokenizer, Tokenizer
+
+    demo_cls = ImageTokenizer if cls is Tokenizer else cls
+    kind = {"image_tokenizer": "image tokenizer", "video_tokenizer": "video tokenizer",
+            "image_generator": "generator"}.get(demo_cls.model_type, demo_cls.__name__)  # type: ignore[attr-defined]
+    default_to_demo(args, kind)
+    model = demo_cls.from_pretrained("demo", device=device, dtype=getattr(args, "dtype", None))  # type: ignore
+    return model.eval()
 
 
 # ---- outputs: checked before any work; folders this command created are removed again if it fails ------------

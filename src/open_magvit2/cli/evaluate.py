@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from open_magvit2.cli.common import CHECKPOINT_HELP, add_device_arg, output_dir, positive_int
+from open_magvit2.cli.common import CHECKPOINT_HELP, add_device_arg, default_to_demo, output_dir, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Runs under torchrun, resumes from OUTPUT/state, writes OUTPUT/metrics.json, metrics.md, per_image.csv, "
         "code_usage.png and worst_psnr.png.",
     )
-    p.add_argument("--checkpoint", "-c", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", "-c", default=None, help=f"{CHECKPOINT_HELP} (default: the bundled demo model)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
     p.add_argument("--data", required=True, nargs="+",
                    help="image folders (recursive, e.g. ImageNet val with synset sub-folders), files or quoted globs")
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(--split-list, e.g. UCF-101 testlist01.txt). Deterministic: centre crop, no random duplicate padding (see "
         "docs/evaluation.md). Runs under torchrun and resumes from OUTPUT/state.",
     )
-    p.add_argument("--checkpoint", "-c", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", "-c", default=None, help=f"{CHECKPOINT_HELP} (default: the bundled demo model)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
     p.add_argument("--data", required=True, nargs="+",
                    help="the UCF-101 root (with --split), or video files, folders and quoted globs")
@@ -121,6 +121,7 @@ def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
 
     from open_magvit2.eval.reconstruction import TokenizerEvalConfig, evaluate_tokenizer
 
+    default_to_demo(args, "image tokenizer")
     output_dir(args.output)
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     workers = args.metric_workers if args.metric_workers is not None else (min(4, os.cpu_count() or 1) if cuda else 0)
@@ -155,6 +156,7 @@ def run_evaluate_generator(args: argparse.Namespace) -> int:
 def run_evaluate_video(args: argparse.Namespace) -> int:
     from open_magvit2.eval.video import VideoEvalConfig, evaluate_video
 
+    default_to_demo(args, "video tokenizer")
     output_dir(args.output)
     cfg = VideoEvalConfig(
         checkpoint=args.checkpoint, data=tuple(args.data), output=args.output, split=args.split or None,

@@ -99,9 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_tokenize_args(p: argparse.ArgumentParser) -> None:
     from open_magvit2.cli.common import add_device_arg, positive_int
 
-    p.add_argument("--checkpoint", required=True,
+    p.add_argument("--checkpoint", default=None,
                    help="the tokenizer: an official tokenizer or AR .ckpt (an AR file gives its own first stage), a "
-                        "save_pretrained folder or a released name")
+                        "save_pretrained folder or a released name (default: the bundled demo image tokenizer)")
     p.add_argument("--data", required=True, help="image folder (class subfolders give the labels) or WebDataset .tar "
                                                  "shards (a .tar, a folder of them, or a brace pattern)")
     p.add_argument("--size", required=True, type=positive_int, help="resize the shorter side and crop to SIZE")
@@ -153,8 +153,10 @@ def run_train_generator(args: argparse.Namespace) -> int:
 
 
 def run_tokenize_dataset(args: argparse.Namespace) -> int:
+    from open_magvit2.cli.common import default_to_demo
     from open_magvit2.train.pretokenize import tokenize_dataset
 
+    default_to_demo(args, "image tokenizer")
     index = tokenize_dataset(args.checkpoint, args.data, args.size, args.output, augment=args.augment,
                              batch_size=args.batch_size, shard_size=args.shard_size, weights=args.weights,
                              device=args.device, num_workers=args.num_workers)

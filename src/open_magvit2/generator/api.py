@@ -176,7 +176,8 @@ class ImageGenerator(nn.Module):
         ``grid_size`` (default 16) cannot be, so pass them if yours differ. Other ``GeneratorConfig`` fields can be
         overridden too (e.g. ``sample_cfg_scale``). Its ``first_stage_model`` (raw weights) becomes ``.tokenizer``.
         """
-        return cls.from_checkpoint(open_checkpoint(path_or_id, revision), device=device, dtype=dtype, **overrides)
+        checkpoint = open_checkpoint(path_or_id, revision, model_type=cls.model_type)
+        return cls.from_checkpoint(checkpoint, device=device, dtype=dtype, **overrides)
 
     @classmethod
     def from_checkpoint(

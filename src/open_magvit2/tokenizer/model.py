@@ -183,7 +183,8 @@ class Tokenizer(nn.Module):
         The weights go straight to ``device`` (default CPU) in ``dtype`` (``torch.bfloat16`` or ``"bf16"``, …;
         default float32): no float32 copy is made on the host first (``checkpoints/loading.py``).
         """
-        return cls.from_checkpoint(open_checkpoint(path_or_id, revision), weights, device=device, dtype=dtype)
+        checkpoint = open_checkpoint(path_or_id, revision, model_type=cls.model_type)
+        return cls.from_checkpoint(checkpoint, weights, device=device, dtype=dtype)
 
     @classmethod
     def from_checkpoint(

@@ -99,6 +99,7 @@ class RunConfig:
     max_nonfinite: int = 5  # consecutive non-finite steps before the run stops
     timeout_s: float = 1800.0  # collectives: a dead peer ends the job after this long
     compile: bool = False  # torch.compile the model's forward
+    channels_last: bool = False  # image tokenizers: train in the channels-last memory format (CPU convs ~1.3× faster)
     device: str | None = None  # default: cuda when available
 
     def __post_init__(self) -> None:

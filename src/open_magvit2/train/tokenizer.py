@@ -163,11 +163,13 @@ class TokenizerParts(NamedTuple):
 
 
 def make_parts(tokenizer: nn.Module, loss: TokenizerLoss, optim: OptimConfig, *, ema: bool,
-               scaler: torch.amp.GradScaler, device: torch.device) -> TokenizerParts:
-    """Move to ``device``, wrap both networks in DDP (a process group must exist), and build the EMA copy and the
-    two Adam optimisers (spec §3.5: G over encoder + decoder, D over the discriminator)."""
-    tokenizer.to(device).train()
-    loss.to(device).train()
+               scaler: torch.amp.GradScaler, device: torch.device, channels_last: bool = False) -> TokenizerParts:
+    """Move to ``device`` (in the channels-last memory format if asked), wrap both networks in DDP (a process
+    group must exist), and build the EMA copy and the two Adam optimisers (spec §3.5: G over encoder + decoder, D
+    over the discriminator)."""
+    fmt = {"memory_format": torch.channels_last} if channels_last and tokenizer.config.dims == 2 else {}
+    tokenizer.to(device, **fmt).train()
+    loss.to(device, **fmt).train()
     ids = [device] if device.type == "cuda" else None
     return TokenizerParts(
         tokenizer, loss, DDP(tokenizer, device_ids=ids), DDP(loss.discriminator, device_ids=ids),
@@ -261,7 +263,8 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
             loss.discriminator.load_state_dict(init_disc, strict=True)
     _check_data_shape(cfg, tokenizer, loss)
     parts = make_parts(tokenizer, loss, cfg.optim, ema=run.ema_decay is not None, scaler=session.grad_scaler(),
-                       device=device)
+                       device=device, channels_last=run.channels_last)
+    layout = torch.channels_last if run.channels_last and tok_cfg.dims == 2 else torch.contiguous_format
     # ---- data and length --------------------------------------------------------------------------------------
     stream = _stream(cfg, data, session, tok_cfg.dims)
     key = "video" if tok_cfg.dims == 3 else "image"
@@ -294,7 +297,8 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
         lr = cfg.optim.lr * lr_factor(cfg.schedule, step, total, steps_per_epoch)
         set_lr(parts.opt_g, lr)
         set_lr(parts.opt_d, lr * (cfg.optim.disc_lr or cfg.optim.lr) / cfg.optim.lr)
-        micro = [next(batches)[key].to(device, non_blocking=True) for _ in range(accum)]
+        micro = [next(batches)[key].to(device, non_blocking=True).contiguous(memory_format=layout)
+                 for _ in range(accum)]
         result = train_step(parts, micro, step, session=session, grad_clip=cfg.optim.grad_clip,
                             ema_decay=run.ema_decay)
         for idx in result.indices:

@@ -1,0 +1,158 @@
+"""``make demo-models``: retrain the three bundled demo models from scratch with the project's own trainers.
+
+Steps (each one skips itself when its output exists, so an interrupted build resumes):
+
+1. data: crops of the photos that scikit-image and scikit-learn ship (``chelsea`` and ``coffee`` held out),
+   camera-motion clips over the same training photos, the held-out demo samples, and the digits as PNG folders;
+2. ``image``: the demo image tokenizer (``configs/demo/image_tokenizer.yaml``);
+3. ``video``: the demo video tokenizer, inflated from it and fine-tuned (``configs/demo/video_tokenizer.yaml``);
+4. ``digits``: a small tokenizer for the digits (``configs/demo/digits_tokenizer.yaml``), the token set, and the
+   class-conditional generator (``configs/demo/generator.yaml``);
+5. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
+   those weights (``metrics.json``), and the loss curves of every run.
+
+Usage: ``python -m open_magvit2.demo.build [--work build/demo-models] [--steps data image video digits install]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from open_magvit2.checkpoints.hub import DEMO_ROOT, load_pretrained_dir, save_pretrained_dir
+from open_magvit2.demo import data
+from open_magvit2.demo.run import DEMO_CLIP, DEMO_PHOTO
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIGS = REPO / "configs" / "demo"
+STEPS = ("data", "image", "video", "digits", "install")
+TILE = 64  # training crops of the image tokenizer (photo pixels, not resized)
+CLIP_SIZE, CLIP_FRAMES = 64, 17
+DIGIT_SIZE = 32
+
+
+def _log(msg: str) -> None:
+    print(f"[demo-models {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def prepare_data(work: Path) -> None:
+    if not (work / "data" / "photos").is_dir():
+        data.write_photo_tiles(work / "data" / "photos", tile=TILE)
+    if not (work / "data" / "clips").is_dir():
+        data.write_clips(work / "data" / "clips", data.TRAIN_PHOTOS[:9], per_photo=12, frames=CLIP_FRAMES,
+                         size=CLIP_SIZE)
+    if not (work / "data" / "digits").is_dir():
+        data.write_digits_folder(work / "data" / "digits", size=DIGIT_SIZE)
+    samples = work / "data" / "samples"
+    if not samples.is_dir():
+        from PIL import Image
+
+        from open_magvit2.data.video import write_video
+
+        samples.mkdir(parents=True)
+        Image.fromarray(data.load_photo("chelsea")).save(samples / DEMO_PHOTO)
+        clip = data.camera_clip(data.load_photo("coffee"), frames=CLIP_FRAMES, size=CLIP_SIZE * 2,
+                                rng=np.random.default_rng(2024))
+        write_video(samples / DEMO_CLIP, clip, fps=8, crf=10)
+
+
+def _train_tokenizer(recipe: Path, source: Path, run: Path, out: Path, overrides: tuple[str, ...] = ()) -> Path:
+    from open_magvit2.train.config import load_recipe
+    from open_magvit2.train.export import export_run
+    from open_magvit2.train.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    if not (out / "model.safetensors").is_file():
+        cfg = load_recipe(TokenizerTrainConfig, recipe, list(overrides))
+        t0 = time.perf_counter()
+        train_tokenizer(cfg, source, run, resume="auto")
+        _log(f"{recipe.name}: trained in {(time.perf_counter() - t0) / 60:.1f} min")
+        export_run(run, out)
+    return out
+
+
+def train_image(work: Path) -> Path:
+    return _train_tokenizer(CONFIGS / "image_tokenizer.yaml", work / "data" / "photos", work / "runs" / "image",
+                            work / "export" / "image_tokenizer")
+
+
+def train_video(work: Path) -> Path:
+    return _train_tokenizer(CONFIGS / "video_tokenizer.yaml", work / "data" / "clips", work / "runs" / "video",
+                            work / "export" / "video_tokenizer",
+                            (f"init.inflate_from={work / 'export' / 'image_tokenizer'}",))
+
+
+def train_digits(work: Path) -> Path:
+    from open_magvit2.train.config import load_recipe
+    from open_magvit2.train.export import export_run
+    from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
+    from open_magvit2.train.pretokenize import tokenize_dataset
+
+    tok = _train_tokenizer(CONFIGS / "digits_tokenizer.yaml", work / "data" / "digits", work / "runs" / "digits",
+                           work / "export" / "digits_tokenizer")
+    tokens = work / "data" / "digit_tokens"
+    if not (tokens / "index.json").is_file():
+        tokenize_dataset(tok, work / "data" / "digits", DIGIT_SIZE, tokens, batch_size=64, num_workers=0)
+    out = work / "export" / "image_generator"
+    if not (out / "model.safetensors").is_file():
+        cfg = load_recipe(GeneratorTrainConfig, CONFIGS / "generator.yaml")
+        t0 = time.perf_counter()
+        train_generator(cfg, tokens, work / "runs" / "generator", resume="auto")
+        _log(f"generator.yaml: trained in {(time.perf_counter() - t0) / 60:.1f} min")
+        export_run(work / "runs" / "generator", out)
+    return out
+
+
+def _install_model(src: Path, dst: Path) -> None:
+    """Copy a save_pretrained folder with its floating tensors stored as float16 (they load as float32)."""
+    model_type, config, sd = load_pretrained_dir(src)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    meta = json.loads((src / "config.json").read_text()).get("metadata", {})
+    if dst.exists():
+        shutil.rmtree(dst)
+    save_pretrained_dir(dst, model_type, config, half, metadata={**meta, "stored_dtype": "float16"})
+    for extra in ("classes.json",):
+        if (src / extra).is_file():
+            shutil.copy(src / extra, dst / extra)
+
+
+def install(work: Path, assets: Path = DEMO_ROOT) -> dict:
+    """Install the exported models and samples as package data, measure them and write ``metrics.json``."""
+    for name in ("image_tokenizer", "video_tokenizer", "image_generator"):
+        _install_model(work / "export" / name, assets / name)
+    (assets / "samples").mkdir(parents=True, exist_ok=True)
+    for f in (work / "data" / "samples").iterdir():
+        shutil.copy(f, assets / "samples" / f.name)
+    from open_magvit2.demo.evaluate import measure_all
+
+    metrics = measure_all()
+    (assets / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from open_magvit2.train.plots import plot_run
+
+    for run in ("image", "video", "digits", "generator"):
+        plot_run(work / "runs" / run, REPO / "docs" / "model_zoo" / f"{run}_curves.png")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m open_magvit2.demo.build", description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "demo-models", help="data, runs and exports")
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    steps = {"data": prepare_data, "image": train_image, "video": train_video, "digits": train_digits,
+             "install": install}
+    for name in STEPS:
+        if name in args.steps:
+            _log(f"step {name}")
+            steps[name](args.work)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
