@@ -27,7 +27,7 @@ import torch
 
 from open_magvit2.checkpoints.hub import DEMO_ROOT, load_pretrained_dir, save_pretrained_dir
 from open_magvit2.demo import data
-from open_magvit2.demo.run import DEMO_CLIP, DEMO_PHOTO
+from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "configs" / "demo"

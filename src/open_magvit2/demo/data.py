@@ -21,6 +21,8 @@ TRAIN_PHOTOS = (
     "colorwheel", "sklearn:china", "sklearn:flower", "camera", "coins", "brick", "grass", "gravel", "moon", "clock",
 )  # fmt: skip
 HELD_OUT_PHOTOS = ("chelsea", "coffee")
+DEMO_PHOTO = "chelsea.png"  # the bundled sample photo: scikit-image's "chelsea", held out of every demo training run
+DEMO_CLIP = "coffee_camera.mp4"  # the bundled clip: 17 frames of camera motion over "coffee", also held out
 
 
 def load_photo(name: str) -> np.ndarray:

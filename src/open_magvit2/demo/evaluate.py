@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from open_magvit2.demo.data import HELD_OUT_PHOTOS, load_photo
+from open_magvit2.demo.data import DEMO_CLIP, HELD_OUT_PHOTOS, load_photo
 from open_magvit2.imaging import crop_box, pad_to_multiple, psnr_uint8, to_uint8
 
 
@@ -70,7 +70,6 @@ def measure_all() -> dict:
     """Every figure of the model cards, on the installed (float16-stored) demo models."""
     from open_magvit2.checkpoints.hub import demo_sample
     from open_magvit2.data.video import read_video
-    from open_magvit2.demo.run import DEMO_CLIP
     from open_magvit2.generator import ImageGenerator
     from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 

@@ -19,13 +19,12 @@ import torch
 from PIL import Image
 
 from open_magvit2.checkpoints.hub import demo_sample
+from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 from open_magvit2.demo.evaluate import reconstruct_photo
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.imaging import image_grid, psnr_uint8, save_image, to_uint8
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
-DEMO_PHOTO = "chelsea.png"  # scikit-image's "chelsea", held out of every demo training run
-DEMO_CLIP = "coffee_camera.mp4"  # 17 frames of camera motion over scikit-image's "coffee", also held out
 CLASSES, PER_CLASS = 10, 8
 
 
