@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # torch is installed only when the venv has none: a user who already has torch keeps it. On the project's
 # machines these pinned wheels lie on the local disk; torchvision is needed by the eval extra (lpips, torch-fidelity).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS ?= dev,eval,train,video
+EXTRAS ?= dev,eval,train,video,web,onnx
 PYTEST_ARGS ?=
 
 .PHONY: install demo demo-models test test-slow lint bench clean

@@ -22,6 +22,7 @@ LAYERS = [
     ("checkpoints.hub", "checkpoints.official", "checkpoints.loading"),
     ("tokenizer",),
     ("generator",),
+    ("export_onnx",),  # the tokenizers as ONNX graphs (the onnx extra)
     ("checkpoints.auto", "checkpoints"),
     ("data",),
     ("eval.backbones", "eval.i3d"),  # the metric networks, loaded from files: used by the losses and by eval
@@ -29,6 +30,7 @@ LAYERS = [
     ("eval",),
     ("train",),
     ("demo",),  # the demo models' data, recipes and the `demo` command: above the trainers
+    ("web",),  # the local web app of `serve` (the web extra): over the library and the demo helpers
     ("api", ""),  # the public facades: open_magvit2.api and the package root
     ("cli", "__main__"),  # entry points
 ]

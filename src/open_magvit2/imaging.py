@@ -70,6 +70,20 @@ def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray((arr.astype(np.uint32) >> 8).astype(np.uint8))
 
 
+def open_rgb(path: str | Path) -> Image.Image:
+    """Read an image file as a decoded 8-bit RGB PIL image (16-bit greyscale reduced to 8 bits first).
+    ``FileNotFoundError`` if it is missing; ``ValueError`` for a corrupt, truncated or unsupported file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return _to_8bit(im, path).convert("RGB")  # convert() decodes: truncation errors surface here
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot read the image ({str(e) or type(e).__name__}); is it a complete image "
+                         "file?") from None
+
+
 def load_image(path: str | Path, size: int | None = 256) -> Tensor:
     """Read an image file as (1, 3, size, size) float32 in [−1, 1] with the official resize + centre-crop.
 
@@ -78,15 +92,7 @@ def load_image(path: str | Path, size: int | None = 256) -> Tensor:
     """
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise ValueError(f"size must be a positive int (pixels) or None (original resolution), got {size!r}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            img = _to_8bit(im, path).convert("RGB")  # convert() decodes: truncation errors surface here
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: cannot read the image ({str(e) or type(e).__name__}); is it a complete image "
-                         "file?") from None
+    img = open_rgb(path)
     if size is not None:
         img = center_crop(resize_shorter_side(img, size), size)
     return pil_to_tensor(img)

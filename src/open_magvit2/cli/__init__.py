@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from open_magvit2.cli import demo, evaluate, generate, tokenizer, train, video
+from open_magvit2.cli import demo, evaluate, export, generate, serve, tokenizer, train, video
 from open_magvit2.cli.common import begin_command, remove_created_outputs
 
-_GROUPS = (demo, tokenizer, video, generate, evaluate, train)
+_GROUPS = (demo, tokenizer, video, generate, evaluate, train, export, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

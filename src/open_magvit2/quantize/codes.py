@@ -59,9 +59,16 @@ def _normalize_factorized_bits(factorized_bits: tuple[int, ...] | list[int]) -> 
 def indices_to_codes(indices: Tensor, bits: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """(B, *spatial) integer indices → (B, K, *spatial) ±1 codes: channel k = 2·((I >> k) & 1) − 1."""
     _check_indices(indices, bits)
-    shifts = torch.arange(bits, device=indices.device, dtype=torch.int64)
-    b = (indices.long().unsqueeze(1) >> shifts.view(1, bits, *([1] * (indices.dim() - 1)))) & 1  # (B, K, *spatial)
-    return (2 * b - 1).to(dtype)
+    return unchecked_indices_to_codes(indices, bits, dtype)
+
+
+def unchecked_indices_to_codes(indices: Tensor, bits: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """:func:`indices_to_codes` without the range check, for tracing and export: the check reads values (a
+    data-dependent branch ``torch.export`` cannot follow), and the bit test is ``I & 2^k`` rather than a shift,
+    because ONNX has no right shift of signed integers. Indices outside [0, 2^K) give meaningless codes."""
+    w = _bit_weights(bits, indices.device).view(1, bits, *([1] * (indices.dim() - 1)))
+    one = torch.ones((), dtype=dtype, device=indices.device)
+    return torch.where((indices.long().unsqueeze(1) & w) != 0, one, -one)  # (B, K, *spatial)
 
 
 def factorize_indices(indices: Tensor, factorized_bits: tuple[int, ...] = (6, 12)) -> tuple[Tensor, ...]:

@@ -60,8 +60,6 @@ def load_image_tokenizer(checkpoint: str | Path, weights: str = "ema") -> tuple[
     from open_magvit2.generator import ImageGenerator
 
     if str(checkpoint) == "demo":  # the bundled demo image tokenizer
-        from open_magvit2.tokenizer import ImageTokenizer
-
         return ImageTokenizer.from_pretrained("demo"), "ema (bundled demo)"
     model = load_pretrained(checkpoint, weights=weights)
     if isinstance(model, ImageGenerator):

@@ -1,0 +1,74 @@
+"""``serve``: the local web app (``web/``) over an image tokenizer, a video tokenizer and a generator."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import sys
+import time
+
+from open_magvit2.cli.common import add_device_arg, positive_int
+
+MODEL_HELP = ("a checkpoint (save_pretrained folder, official .ckpt, released name or hub repo id), 'demo' for the "
+              "bundled demo model, or 'none' to leave the tab out (default: the demo model when bundled)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a local web app: reconstruct photos and clips, sample the generator (needs the web extra)",
+        description="Serve a Gradio app with a tab per model: the image tokenizer (original | reconstruction, "
+        "PSNR, SSIM, token map), the generator (class, CFG, temperature, top-k/top-p, seed) and the video "
+        "tokenizer. It listens on 127.0.0.1 (this machine only) unless --host says otherwise. "
+        "Install with: pip install open-magvit2[web]",
+    )
+    p.add_argument("--tokenizer", default=None, metavar="CKPT", help=f"image tokenizer: {MODEL_HELP}")
+    p.add_argument("--video-tokenizer", default=None, metavar="CKPT", help=f"video tokenizer: {MODEL_HELP}")
+    p.add_argument("--generator", default=None, metavar="CKPT", help=f"AR generator: {MODEL_HELP}")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to every "
+                   "machine that can reach this one, with no login)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    add_device_arg(p)
+    p.set_defaults(func=run_serve)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (127.x.x.x, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return host == "localhost"
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a service manager) stops the server like Ctrl-C, so its temporary files are removed."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls (and none to wait for offline)
+    try:
+        from open_magvit2.web.app import serve
+    except ImportError as e:
+        raise ImportError(f"serve needs the web extra: pip install open-magvit2[web] ({e})") from None
+    from open_magvit2.web.models import load_models
+
+    models = load_models(args.tokenizer, args.video_tokenizer, args.generator, args.device)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app (no login)",
+              file=sys.stderr)
+    _stop_on_sigterm()
+    print(f"open-magvit2 serve: models loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+    try:
+        serve(models, args.host, args.port)
+    except KeyboardInterrupt:
+        print("open-magvit2 serve: stopped", file=sys.stderr)
+    return 0
