@@ -15,7 +15,7 @@ the median wall clock of the measured iterations after warm-up; peak = the incre
 RSS (``ru_maxrss``) over a baseline taken after building the models. Variants alternate over ``--rounds``.
 
 Usage: ``.venv/bin/python benchmarks/bench_train_tokenizer.py [--configs tiny imagenet_128_L] [--batch 2]
-[--size 128] [--iters 4] [--rounds 2]``
+[--size 128] [--iters 4] [--rounds 2] [--threads N]``
 """
 
 from __future__ import annotations
@@ -86,12 +86,13 @@ def _official_iteration(parts, shadows: dict, x, step: int) -> tuple[float, floa
     return float(g_total), float(d.loss)
 
 
-def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup: int, vgg: str, out: str) -> None:
+def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup: int, vgg: str, out: str,
+           threads: int) -> None:
     import torch
 
     from open_magvit2.train.tokenizer import train_step
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     session, parts = _build(PRESETS[config], vgg, out)
     shadows = {f"{p}{n}": t.detach().clone() for m, p in ((parts.tokenizer, "tok."), (parts.loss.discriminator,
                "disc.")) for n, t in m.named_parameters()} if variant == "official" else {}  # fmt: skip
@@ -116,7 +117,8 @@ def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup:
 def _run(args, config: str, variant: str, vgg: str) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, __file__, "--worker", config, variant, "--batch", str(args.batch), "--size",
-               str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup), "--vgg", vgg, "--out", out]
+               str(args.size), "--iters", str(args.iters), "--warmup", str(args.warmup), "--vgg", vgg, "--out", out,
+               "--threads", str(args.threads)]
         subprocess.run(cmd, check=True)
         return json.loads(Path(out, "result.json").read_text())
 
@@ -129,12 +131,13 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: all cores)")
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "VARIANT"))
     ap.add_argument("--vgg")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.worker:
-        worker(*args.worker, args.batch, args.size, args.iters, args.warmup, args.vgg, args.out)
+        worker(*args.worker, args.batch, args.size, args.iters, args.warmup, args.vgg, args.out, args.threads)
         return
     from open_magvit2.eval.backbones import write_random_backbones
 
@@ -142,6 +145,7 @@ def main() -> None:
     vgg = str(write_random_backbones(hub)["vgg"])
     cpu = platform.processor() or platform.machine()
     print(f"# tokenizer training iteration, batch {args.batch}, {args.size}², fp32, CPU {cpu}, {os.cpu_count()} cores, "
+          f"{args.threads} torch thread(s), "
           f"load {os.getloadavg()[0]:.1f}")
     print("| config | variant | s / iteration (median) | peak MiB | official/ours time | losses equal |")
     print("|---|---|---|---|---|---|")

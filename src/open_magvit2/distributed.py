@@ -74,9 +74,16 @@ def init_distributed(
     return DistContext(dist.get_rank(), dist.get_world_size(), local, dev, owns_group=True)
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Destroy the process group if ``init_distributed`` created it."""
+def shutdown(ctx: DistContext, *, sync: bool = False) -> None:
+    """Destroy the process group if ``init_distributed`` created it.
+
+    ``sync`` (for clean exits) first waits for every rank: gloo can abort a process ("terminate called without an
+    active exception", seen on CI) when one rank tears its connections down while a peer still reads the last
+    message it sent. Error paths skip the barrier, which a failed peer would never reach.
+    """
     if ctx.owns_group and dist.is_initialized():
+        if sync and ctx.world_size > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -89,8 +96,10 @@ def process_group(
     ctx = init_distributed(device, always=always, timeout_s=timeout_s)
     try:
         yield ctx
-    finally:
+    except BaseException:
         shutdown(ctx)
+        raise
+    shutdown(ctx, sync=True)
 
 
 def _active(ctx: DistContext) -> bool:

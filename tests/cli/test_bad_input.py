@@ -75,7 +75,7 @@ CLI_CASES = [
     ("glob-matches-nothing", "reconstruct '{d}/*.jpeg' -c {ckpt} -o {out}", r"no image files"),
     ("corrupt-image", "reconstruct {d}/corrupt.png -c {ckpt} -o {out}", r"corrupt.png: cannot read the image"),
     ("truncated-image", "tokenize {d}/truncated.png -c {ckpt} -o {out}", r"truncated.png: cannot read the image"),
-    ("no-checkpoint", "reconstruct {img} -o {out}", r"checkpoint is required"),
+    ("demo-video-for-images", "reconstruct-video {img} -c demo -o {out}.mp4", r"not a video|cannot read|video"),
     ("checkpoint-path-missing", "reconstruct {img} -c ckpts/x.ckpt -o {out}", r"ckpts/x.ckpt: no such file"),
     ("checkpoint-truncated", "reconstruct {img} -c {d}/trunc.ckpt -o {out}", r"truncated or corrupt checkpoint"),
     ("checkpoint-text", "reconstruct {img} -c {d}/text.ckpt -o {out}", r"not a PyTorch checkpoint"),

@@ -37,7 +37,6 @@ CHECKPOINT_HELP = (
     "AR_256_B/L/XL: downloaded once into the Hugging Face cache), demo (the bundled demo model), an official .ckpt "
     "file, a save_pretrained folder or a hub repo id owner/name"
 )
-NO_CHECKPOINT = f"a checkpoint is required: pass --checkpoint with {CHECKPOINT_HELP}"
 
 # ---- argument types: argparse turns their ValueError/ArgumentTypeError into a one-line usage error -------------
 

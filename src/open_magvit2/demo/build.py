@@ -136,7 +136,26 @@ def install(work: Path, assets: Path = DEMO_ROOT) -> dict:
 
     for run in ("image", "video", "digits", "generator"):
         plot_run(work / "runs" / run, REPO / "docs" / "model_zoo" / f"{run}_curves.png")
+    demo_picture(work / "demo-output", REPO / "docs" / "model_zoo" / "demo.png")
     return metrics
+
+
+def demo_picture(work: Path, out: Path, width: int = 760) -> Path:
+    """The README's picture: the demo's photo side by side with its reconstruction above the digits grid."""
+    from PIL import Image
+
+    from open_magvit2.demo.run import run_demo
+
+    paths = run_demo(work)
+    photo, digits = Image.open(paths["photo"]).convert("RGB"), Image.open(paths["digits"]).convert("RGB")
+    photo = photo.resize((width, round(photo.height * width / photo.width)), Image.LANCZOS)
+    digits = digits.resize((round(digits.width * 0.75), round(digits.height * 0.75)), Image.LANCZOS)
+    canvas = Image.new("RGB", (width, photo.height + 8 + digits.height), "white")
+    canvas.paste(photo, (0, 0))
+    canvas.paste(digits, ((width - digits.width) // 2, photo.height + 8))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out, optimize=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

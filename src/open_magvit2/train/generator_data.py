@@ -162,7 +162,7 @@ def load_generator_init(init: Any, config: GeneratorConfig) -> dict[str, Tensor]
         found = GeneratorConfig.from_dict(state["generator_config"])
         sd = checkpoint_weights(ckpt, state, init.weights)[0]
     else:
-        gen = ImageGenerator.from_pretrained(path)
+        gen = ImageGenerator.from_pretrained(path if path.exists() else str(init.checkpoint))  # or demo, a name
         found, sd = gen.config, gen.transformer.state_dict()
     diff = [f for f in ARCH_FIELDS if getattr(found, f) != getattr(config, f)]
     if diff:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from open_magvit2.checkpoints.hub import load_pretrained_dir
+from open_magvit2.checkpoints.hub import DEMO_NAME, demo_model_dir, load_pretrained_dir, resolve_pretrained
 from open_magvit2.checkpoints.official import load_official_state_dict, tokenizer_weights
 from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.inflate import inflate_image_to_video
@@ -29,11 +29,21 @@ def _run_checkpoint(path: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def read_tokenizer_weights(source: str | Path, weights: str = "ema") -> tuple[dict[str, Tensor], dict | None]:
-    """(encoder/decoder weights, discriminator weights or None) from any tokenizer source."""
+def _resolve(source: str | Path, model_type: str) -> Path:
+    """A local path for a tokenizer source: a path as given, ``demo`` (the bundled demo model of ``model_type``), a
+    released name such as ``imagenet_128_L`` (downloaded once into the Hugging Face cache) or a hub repo id."""
     path = Path(source).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"init checkpoint not found: {path}")
+    if path.exists():
+        return path
+    if str(source) == DEMO_NAME:
+        return demo_model_dir(model_type)
+    return resolve_pretrained(str(source))
+
+
+def read_tokenizer_weights(source: str | Path, weights: str = "ema", model_type: str = "image_tokenizer"
+                           ) -> tuple[dict[str, Tensor], dict | None]:
+    """(encoder/decoder weights, discriminator weights or None) from any tokenizer source (see :func:`_resolve`)."""
+    path = _resolve(source, model_type)
     ckpt = _run_checkpoint(path) if path.is_dir() else None
     if ckpt is not None:
         state = read_state_file(ckpt / STATE_NAME)
@@ -43,10 +53,10 @@ def read_tokenizer_weights(source: str | Path, weights: str = "ema") -> tuple[di
         disc = {k[len(DISC_PREFIX):]: v for k, v in state["loss"].items() if k.startswith(DISC_PREFIX)}
         return dict(w), disc or None
     if path.is_dir():
-        model_type, _, sd = load_pretrained_dir(path)
-        if not model_type.endswith("tokenizer"):
-            raise ValueError(f"{path} holds a {model_type}, not a tokenizer")
-        return sd, None
+        found_type, _, sd = load_pretrained_dir(path)
+        if not found_type.endswith("tokenizer"):
+            raise ValueError(f"{path} holds a {found_type}, not a tokenizer")
+        return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, None  # the demo's are float16
     sd = load_official_state_dict(path)
     prefix = "loss." + DISC_PREFIX
     disc = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
@@ -71,7 +81,8 @@ def load_tokenizer_init(init, config: TokenizerConfig) -> tuple[dict[str, Tensor
     files hold none, so it then starts fresh (spec §9 item 35).
     """
     if init.checkpoint:
-        weights, disc = read_tokenizer_weights(init.checkpoint, init.weights)
+        kind = "video_tokenizer" if config.dims == 3 else "image_tokenizer"
+        weights, disc = read_tokenizer_weights(init.checkpoint, init.weights, kind)
         _check_arch(weights, config, init.checkpoint)
         return weights, disc
     if init.inflate_from:

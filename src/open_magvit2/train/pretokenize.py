@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from open_magvit2.data.images import decode_image, describe, is_shard_source
 from open_magvit2.data.sampler import scan_folder
 from open_magvit2.data.tokens import finalize_index, read_index, shard_is_complete, write_classes, write_shard
-from open_magvit2.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown
+from open_magvit2.distributed import DistContext, barrier, broadcast_object, process_group
 from open_magvit2.fileio import atomic_write
 from open_magvit2.imaging import IMAGE_SUFFIXES, center_crop, pil_to_tensor, resize_shorter_side
 from open_magvit2.tokenizer import ImageTokenizer
@@ -260,11 +260,8 @@ def tokenize_dataset(
         raise ValueError(f"--augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
     if batch_size < 1 or shard_size < 1 or num_workers < 0:
         raise ValueError("batch_size and shard_size must be >= 1 and num_workers >= 0")
-    ctx = init_distributed(device)
-    try:
+    with process_group(device) as ctx:
         return _run(ctx, checkpoint, data, size, Path(output), augment, batch_size, shard_size, weights, num_workers)
-    finally:
-        shutdown(ctx)
 
 
 def _run(ctx: DistContext, checkpoint: str | Path, data: str | Path, size: int, out: Path, augment: str,

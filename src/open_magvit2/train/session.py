@@ -149,16 +149,17 @@ class TrainSession:
         """True after optimiser step ``step`` (1-based count) when it is a multiple of ``interval`` or the last."""
         return interval > 0 and (step % interval == 0 or step == last)
 
-    def close(self) -> None:
+    def close(self, *, clean: bool = True) -> None:
+        """Close the log and progress bar and leave the process group (after a barrier when ``clean``)."""
         if self.progress is not None:
             self.progress.close()
         if self.log is not None:
             self.log.close()
-        shutdown(self.ctx)
+        shutdown(self.ctx, sync=clean)
 
     def __enter__(self) -> TrainSession:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(clean=exc_type is None)
 
