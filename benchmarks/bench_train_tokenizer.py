@@ -11,8 +11,9 @@
 Both start from the same weights and see the same batches; the script checks that every iteration's G and D
 losses agree (equal work, not only equal speed). LPIPS uses a randomly initialised VGG16 with the real layout (the
 real weights cannot be downloaded here: same compute). Each (config, variant) runs in a fresh subprocess; time is
-the median wall clock of the measured iterations after warm-up; peak = the increase of the process's high-water
-RSS (``ru_maxrss``) over a baseline taken after building the models. Variants alternate over ``--rounds``.
+the median wall clock of the measured iterations after warm-up; peak = the rise of the process's high-water
+RSS over the RSS right after building the models and the batches (``benchmarks/peak_memory.py``). Variants
+alternate over ``--rounds``.
 
 Usage: ``.venv/bin/python benchmarks/bench_train_tokenizer.py [--configs tiny imagenet_128_L] [--batch 2]
 [--size 128] [--iters 4] [--rounds 2] [--threads N]``
@@ -24,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,11 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import peak_memory
+
 PRESETS = {"tiny": "imagenet_128_L_tiny", "imagenet_128_L": "imagenet_128_L"}
 
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _build(preset: str, vgg: str, out: str):
@@ -98,7 +97,7 @@ def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup:
                "disc.")) for n, t in m.named_parameters()} if variant == "official" else {}  # fmt: skip
     g = torch.Generator().manual_seed(1)
     batches = [torch.rand(batch, 3, size, size, generator=g) * 2 - 1 for _ in range(warmup + iters)]
-    base = _rss_mib()
+    base = peak_memory.reset()
     times, losses = [], []
     for k, x in enumerate(batches):
         t0 = time.perf_counter()
@@ -109,7 +108,7 @@ def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup:
             losses.append(_official_iteration(parts, shadows, x, k))
         if k >= warmup:
             times.append(time.perf_counter() - t0)
-    peak = _rss_mib() - base
+    peak = peak_memory.peak_since(base)
     session.close()
     Path(out, "result.json").write_text(json.dumps({"times": times, "peak_mib": peak, "losses": losses}))
 

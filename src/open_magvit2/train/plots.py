@@ -11,6 +11,7 @@ from open_magvit2.train.run import read_metrics
 
 # Panels in reading order: a panel shows every metric whose name starts with one of its prefixes.
 PANELS = (
+    ("reconstruction (tokenizer)", ("loss/l1", "loss/lpips", "loss/nll")),
     ("losses", ("loss/",)),
     ("discriminator", ("d/",)),
     ("entropy", ("entropy/",)),
@@ -29,7 +30,8 @@ def _series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
                 continue
             out[k][0].append(r["step"])
             out[k][1].append(float(v))
-    return dict(out)
+    # a term that is 0 throughout (LPIPS off, the GAN before disc_start) only crowds its panel
+    return {k: v for k, v in out.items() if any(x != 0.0 for x in v[1])}
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -44,8 +46,11 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     series = _series(read_metrics(run_dir))
     if not series:
         raise ValueError(f"{run_dir}: metrics.jsonl has no finite values yet")
-    panels = [(title, sorted(k for k in series if k.startswith(prefixes))) for title, prefixes in PANELS]
-    used = {k for _, keys in panels for k in keys}
+    panels, used = [], set()
+    for title, prefixes in PANELS:  # each metric in the first panel that claims it
+        keys = sorted(k for k in series if k.startswith(prefixes) and k not in used)
+        panels.append((title, keys))
+        used.update(keys)
     panels.append(("other", sorted(k for k in series if k not in used and k not in ("epoch",))))
     panels = [(t, keys) for t, keys in panels if keys]
     cols = 2
@@ -58,7 +63,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        if title == "losses" and all(min(series[k][1]) > 0 for k in keys):
+        if title.startswith(("losses", "reconstruction")) and all(min(series[k][1]) > 0 for k in keys):
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
