@@ -109,3 +109,16 @@ def test_training_starts_from_the_demo_models_by_name(tok):
     gen = ImageGenerator.from_pretrained("demo")
     sd = load_generator_init(InitConfig(checkpoint="demo"), gen.config)
     assert all(torch.equal(sd[k], v) for k, v in gen.transformer.state_dict().items())
+
+
+def test_demo_without_pyav_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from open_magvit2.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else real(name, *a))
+    assert main(["demo", "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install open-magvit2[video]" in err[0]
+    assert not (tmp_path / "out").exists()

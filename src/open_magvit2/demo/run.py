@@ -92,8 +92,13 @@ def generator_part(out: Path, device: torch.device, seed: int = 0) -> dict[str, 
 
 def run_demo(out: str | Path = "demo-output", device: str | torch.device | None = None) -> dict[str, Path]:
     """Run the three parts; write everything under ``out`` and return the paths."""
+    import importlib.util
+
+    from open_magvit2.data.video import INSTALL_HINT
     from open_magvit2.device import pick_device
 
+    if importlib.util.find_spec("av") is None:  # check before writing anything: no half-finished demo-output/
+        raise ValueError(f"the demo's clip part needs PyAV: {INSTALL_HINT}")
     dev = pick_device(device if device is None or isinstance(device, str) else str(device))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
