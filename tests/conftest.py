@@ -7,6 +7,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # tests/official.py: the golden-fixture helpers
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, restored afterwards. Tiny models run hundreds of small ops per step, and with 2 threads
+    on a shared 2-core machine every op waits for a descheduled worker (10-20x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_cpu():
     """fp32 "highest" matmul precision, as the fixtures were generated (spec §9 item 36)."""

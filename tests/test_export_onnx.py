@@ -35,12 +35,7 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def photos(size: int) -> torch.Tensor:

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorTransformer
 
@@ -16,9 +15,5 @@ def tiny_transformer():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models, hundreds of small ops per step (see tests/generator/conftest.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (tests/conftest.py::one_thread)."""

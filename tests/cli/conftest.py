@@ -17,13 +17,8 @@ GEN_CLASSES = 16
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models run many small ops, and 2 threads on a shared 2-core machine make every
-    op wait for a descheduled worker (see tests/generator/conftest.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (tests/conftest.py::one_thread)."""
 
 
 @pytest.fixture(scope="session")

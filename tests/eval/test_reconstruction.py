@@ -21,6 +21,7 @@ from open_magvit2.eval import metrics as M
 from open_magvit2.eval.datasets import list_files, shard, subset
 from open_magvit2.eval.reconstruction import TokenizerEvalConfig, evaluate_tokenizer
 from open_magvit2.tokenizer import ImageTokenizer
+from preemption import FailingAt
 
 
 @pytest.fixture(scope="module")
@@ -110,27 +111,14 @@ def test_outputs_are_written(cfg, result):
         assert Image.open(out / name).size[0] > 100
 
 
-class _FailingAfter(torch.nn.Module):
-    """The tokenizer, but it dies at forward call ``fail_at`` (simulates a crash or pre-emption)."""
-
-    def __init__(self, model: torch.nn.Module, fail_at: int | None) -> None:
-        super().__init__()
-        self.model, self.config, self.fail_at, self.calls = model, model.config, fail_at, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise KeyboardInterrupt("pre-empted")
-        return self.model(x)
-
 
 def test_interrupted_run_resumes_to_the_same_numbers(cfg, result, reconstruction_nets, tmp_path):
     tok = ImageTokenizer.from_pretrained(cfg.checkpoint).eval()
     rcfg = replace(cfg, output=str(tmp_path), save_every=1, restart=False)  # a state after every image
     with pytest.raises(KeyboardInterrupt):
-        evaluate_tokenizer(rcfg, model=_FailingAfter(tok, fail_at=3), nets=reconstruction_nets)
+        evaluate_tokenizer(rcfg, model=FailingAt(tok, fail_at=3), nets=reconstruction_nets)
     assert (tmp_path / "state" / "rank0-of-1.pt").is_file()
-    resumed = _FailingAfter(tok, fail_at=None)
+    resumed = FailingAt(tok, fail_at=None)
     again = evaluate_tokenizer(replace(rcfg, metric_workers=1), model=resumed, nets=reconstruction_nets)
     assert resumed.calls == 1  # only the third image was left
     for name in ("psnr", "ssim", "psnr_exact", "ssim_exact", "lpips_alex", "lpips_vgg", "rfid"):

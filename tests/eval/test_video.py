@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import video_dis
 import video_dist_worker
 from video_dist_worker import RecordingI3D, tiny_video_tokenizer
 
+from preemption import FailingAt
+
 
 def _official_i3d_preprocess(video: torch.Tensor) -> torch.Tensor:
     """spec §7.3 written out as the official script does it: numpy uint8 (B, T, H, W, C) → FloatTensor → resize."""
@@ -86,19 +88,6 @@ def test_clip_loader_centre_crops_deterministically(ucf):
     assert load_clip(ucf / "train" / "ClassA" / "short.mp4", 9, 32) is None
 
 
-class _FailingAt(torch.nn.Module):
-    """The tokenizer, but it dies at forward call ``fail_at`` (a crash or pre-emption)."""
-
-    def __init__(self, model: torch.nn.Module, fail_at: int | None) -> None:
-        super().__init__()
-        self.model, self.config, self.fail_at, self.calls = model, model.config, fail_at, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise KeyboardInterrupt("pre-empted")
-        return self.model(x)
-
 
 @pytest.fixture(scope="module")
 def video_cfg(ucf, tmp_path_factory):
@@ -114,9 +103,9 @@ def whole(video_cfg):
 def test_evaluate_video_resumes_after_an_interruption(video_cfg, whole, tmp_path):
     cfg = replace(video_cfg, output=str(tmp_path), save_every=1)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_video(cfg, model=_FailingAt(tiny_video_tokenizer(), 2), nets=VideoNets(RecordingI3D(), None, None))
+        evaluate_video(cfg, model=FailingAt(tiny_video_tokenizer(), 2), nets=VideoNets(RecordingI3D(), None, None))
     assert (tmp_path / "state" / "rank0-of-1.pt").is_file()
-    resumed = _FailingAt(tiny_video_tokenizer(), None)
+    resumed = FailingAt(tiny_video_tokenizer(), None)
     again = evaluate_video(cfg, model=resumed, nets=VideoNets(RecordingI3D(), None, None))
     assert resumed.calls == 1  # v1 came from the state; v2 was left (short.mp4 is skipped without a forward)
     assert again.rfvd == pytest.approx(whole.rfvd, rel=1e-12) and again.used_codes == whole.used_codes

@@ -27,13 +27,8 @@ def random_transformer(seed=0, **changes):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tiny models run hundreds of small ops per sample, and with 2 threads on a
-    shared 2-core machine every op waits for a descheduled worker (10-20x slower). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (tests/conftest.py::one_thread)."""
 
 
 @pytest.fixture

@@ -29,9 +29,13 @@ def tokens(tmp_path_factory):
 def one_process(tokens, tmp_path_factory):
     """The reference: one process, batch 4 (= 2 ranks × 2)."""
     out = tmp_path_factory.mktemp("one") / "run"
-    torch.set_num_threads(1)
-    assert main(["train-generator", "--config", str(TINY), "--data", str(tokens), "--output", str(out),
-                 "--max-steps", str(STEPS), "--set=data.batch_size=4", *SETS]) == 0
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun rank runs (OMP_NUM_THREADS=1)
+    try:
+        assert main(["train-generator", "--config", str(TINY), "--data", str(tokens), "--output", str(out),
+                     "--max-steps", str(STEPS), "--set=data.batch_size=4", *SETS]) == 0
+    finally:
+        torch.set_num_threads(n)
     return out
 
 

@@ -23,13 +23,7 @@ from generator_helpers import NO_DROPOUT, TINY, ar_ckpt, metrics, token_set, wei
 
 from official import official_state_dict
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,7 @@ from open_magvit2.train.pretokenize import image_views, tokenize_dataset
 sys.path.insert(0, str(Path(__file__).parent))
 from generator_helpers import ar_ckpt, image_folder, torchrun
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

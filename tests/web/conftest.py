@@ -16,12 +16,8 @@ DIGITS = [str(i) for i in range(10)]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models, a shared 2-core machine (tests/cli/conftest.py says why)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (tests/conftest.py::one_thread)."""
 
 
 @pytest.fixture(scope="session")

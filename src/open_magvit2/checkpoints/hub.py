@@ -152,6 +152,14 @@ def demo_sample(name: str) -> Path:
     return path
 
 
+def resolve_checkpoint(path_or_id: str | Path, model_type: str | None = None, revision: str | None = None) -> Path:
+    """:func:`resolve_pretrained`, plus ``"demo"`` (when no such file exists): the bundled demo model of
+    ``model_type``. What every loader and every training ``init`` resolves a checkpoint argument with."""
+    if isinstance(path_or_id, str) and path_or_id == DEMO_NAME and not Path(path_or_id).exists():
+        return demo_model_dir(model_type)
+    return resolve_pretrained(path_or_id, revision)
+
+
 def resolve_pretrained(path_or_id: str | Path, revision: str | None = None) -> Path:
     """A local path for ``path_or_id`` (module docstring); ``FileNotFoundError`` with one line saying what to do."""
     if isinstance(path_or_id, bool) or not isinstance(path_or_id, (str, Path)):

@@ -23,13 +23,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from open_magvit2.checkpoints.hub import (
-    DEMO_NAME,
-    WEIGHTS_NAME,
-    demo_model_dir,
-    read_pretrained_config,
-    resolve_pretrained,
-)
+from open_magvit2.checkpoints.hub import WEIGHTS_NAME, read_pretrained_config, resolve_checkpoint
 from open_magvit2.checkpoints.official import check_state_dict, load_official_state_dict, loads_mapped
 from open_magvit2.precision import resolve_dtype
 
@@ -96,8 +90,7 @@ def open_checkpoint(path_or_id: str | Path, revision: str | None = None, *, mode
     """Resolve ``path_or_id`` (a file, a ``save_pretrained`` folder, a released name, a hub id, or ``"demo"``:
     the bundled demo model of ``model_type``) and say what it holds, reading no weights yet: the official file is
     memory-mapped, a folder's tensors are read on demand."""
-    demo = isinstance(path_or_id, str) and path_or_id == DEMO_NAME and not Path(path_or_id).exists()
-    path = demo_model_dir(model_type) if demo else resolve_pretrained(path_or_id, revision)
+    path = resolve_checkpoint(path_or_id, model_type, revision)
     if path.is_dir():
         model_type, config = read_pretrained_config(path)
         if model_type not in MODEL_TYPES:

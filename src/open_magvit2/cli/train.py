@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_args(p)
-    p.set_defaults(func=run_train_tokenizer)
+    p.set_defaults(func=run_trainer, kind="tokenizer")
 
     p = sub.add_parser(
         "train-generator",
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_args(p)
-    p.set_defaults(func=run_train_generator)
+    p.set_defaults(func=run_trainer, kind="generator")
 
     p = sub.add_parser(
         "tokenize-dataset",
@@ -122,31 +122,23 @@ def _run_section(args: argparse.Namespace) -> dict:
     return {k: v for k, v in run.items() if v is not None}  # max_steps wins over a recipe's epochs
 
 
-def run_train_tokenizer(args: argparse.Namespace) -> int:
+def run_trainer(args: argparse.Namespace) -> int:
+    """``train-tokenizer`` / ``train-generator`` (``args.kind``): load the recipe, train, say where the run is."""
     from open_magvit2.train.config import load_recipe
     from open_magvit2.train.run import NonFiniteError
-    from open_magvit2.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
-    cfg = load_recipe(TokenizerTrainConfig, args.config, args.overrides, run=_run_section(args))
+    kind = args.kind
+    if kind == "tokenizer":
+        from open_magvit2.train.tokenizer import TokenizerTrainConfig as Config
+        from open_magvit2.train.tokenizer import train_tokenizer as train
+    else:
+        from open_magvit2.train.generator import GeneratorTrainConfig as Config
+        from open_magvit2.train.generator import train_generator as train
+    cfg = load_recipe(Config, args.config, args.overrides, run=_run_section(args))
     try:
-        out = train_tokenizer(cfg, args.data, args.output, resume=args.resume)
-    except NonFiniteError as e:
-        print(f"open-magvit2 train-tokenizer: error: {e}", file=sys.stderr)
-        return 1
-    print(f"run → {out}")
-    return 0
-
-
-def run_train_generator(args: argparse.Namespace) -> int:
-    from open_magvit2.train.config import load_recipe
-    from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
-    from open_magvit2.train.run import NonFiniteError
-
-    cfg = load_recipe(GeneratorTrainConfig, args.config, args.overrides, run=_run_section(args))
-    try:
-        out = train_generator(cfg, args.data, args.output, resume=args.resume)
-    except NonFiniteError as e:
-        print(f"open-magvit2 train-generator: error: {e}", file=sys.stderr)
+        out = train(cfg, args.data, args.output, resume=args.resume)
+    except NonFiniteError as e:  # the guard's verdict: exit 1, a training failure rather than a usage error
+        print(f"open-magvit2 train-{kind}: error: {e}", file=sys.stderr)
         return 1
     print(f"run → {out}")
     return 0

@@ -22,7 +22,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from open_magvit2.checkpoints.hub import DEMO_ROOT, load_pretrained_dir, save_pretrained_dir
@@ -57,9 +56,8 @@ def prepare_data(work: Path) -> None:
 
         samples.mkdir(parents=True)
         Image.fromarray(data.load_photo("chelsea")).save(samples / DEMO_PHOTO)
-        clip = data.camera_clip(data.load_photo("coffee"), frames=CLIP_FRAMES, size=CLIP_SIZE * 2,
-                                rng=np.random.default_rng(2024))
-        write_video(samples / DEMO_CLIP, clip, fps=8, crf=10)
+        write_video(samples / DEMO_CLIP, data.demo_clip("coffee", frames=CLIP_FRAMES, size=CLIP_SIZE * 2), fps=8,
+                    crf=10)
 
 
 def _train_tokenizer(recipe: Path, source: Path, run: Path, out: Path, overrides: tuple[str, ...] = ()) -> Path:

@@ -125,6 +125,12 @@ def camera_clip(photo: np.ndarray, *, frames: int, size: int, rng: np.random.Gen
     return np.stack(out)
 
 
+def demo_clip(name: str, *, frames: int = 17, size: int = 128, seed: int = 2024) -> np.ndarray:
+    """(T, size, size, 3) uint8: the demo clip's camera motion (seed 2024) over a named photo. The bundled clip,
+    ``DEMO_CLIP``, is this over ``coffee``; the model card also measures it over ``chelsea``."""
+    return camera_clip(load_photo(name), frames=frames, size=size, rng=np.random.default_rng(seed))
+
+
 def write_clips(out: str | Path, names: Sequence[str], *, per_photo: int, frames: int, size: int, fps: float = 8.0,
                 seed: int = 0) -> Path:
     """``per_photo`` camera-motion mp4 clips per photo into ``out/<photo>/clip_XX.mp4`` (lossless-quality x264)."""

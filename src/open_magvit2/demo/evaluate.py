@@ -53,12 +53,11 @@ def frames_psnr(tokenizer: nn.Module, clip: torch.Tensor) -> float:
     return psnr_uint8(to_uint8(rec), to_uint8(frames))
 
 
-def held_out_clip(name: str, frames: int = 17, size: int = 128, seed: int = 2024) -> torch.Tensor:
-    """(3, T, H, W) in [−1, 1]: the demo clip's camera motion (same seed) over another held-out photo."""
-    from open_magvit2.demo.data import camera_clip
+def held_out_clip(name: str) -> torch.Tensor:
+    """(3, T, H, W) in [−1, 1]: :func:`~open_magvit2.demo.data.demo_clip` over a held-out photo, uncompressed."""
+    from open_magvit2.demo.data import demo_clip
 
-    clip = camera_clip(load_photo(name), frames=frames, size=size, rng=np.random.default_rng(seed))
-    return torch.from_numpy(clip).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(demo_clip(name)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from open_magvit2.checkpoints.hub import DEMO_NAME, demo_model_dir, load_pretrained_dir, resolve_pretrained
+from open_magvit2.checkpoints.hub import load_pretrained_dir, resolve_checkpoint
 from open_magvit2.checkpoints.official import load_official_state_dict, tokenizer_weights
 from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.inflate import inflate_image_to_video
@@ -29,21 +29,12 @@ def _run_checkpoint(path: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _resolve(source: str | Path, model_type: str) -> Path:
-    """A local path for a tokenizer source: a path as given, ``demo`` (the bundled demo model of ``model_type``), a
-    released name such as ``imagenet_128_L`` (downloaded once into the Hugging Face cache) or a hub repo id."""
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    if str(source) == DEMO_NAME:
-        return demo_model_dir(model_type)
-    return resolve_pretrained(str(source))
-
-
 def read_tokenizer_weights(source: str | Path, weights: str = "ema", model_type: str = "image_tokenizer"
                            ) -> tuple[dict[str, Tensor], dict | None]:
-    """(encoder/decoder weights, discriminator weights or None) from any tokenizer source (see :func:`_resolve`)."""
-    path = _resolve(source, model_type)
+    """(encoder/decoder weights, discriminator weights or None) from any tokenizer source: a path, ``demo`` (the
+    bundled demo model of ``model_type``), a released name (downloaded once into the Hugging Face cache) or a hub
+    repo id."""
+    path = resolve_checkpoint(source, model_type)
     ckpt = _run_checkpoint(path) if path.is_dir() else None
     if ckpt is not None:
         state = read_state_file(ckpt / STATE_NAME)
