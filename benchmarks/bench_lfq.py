@@ -1,4 +1,4 @@
-"""LFQ entropy terms: our memory-free form vs the official dense formula, re-implemented here (spec §2.4, §9 item 30).
+"""LFQ entropy terms: our memory-free form vs the official dense formula, re-implemented here (docs/design.md O-13).
 
 Measures forward + backward of ``H_s − H_c`` (the entropy part of the LFQ loss, both weights 1) w.r.t. z for
 z (B, K, 16, 16) = 0.005·randn (B = 8, so N = 2048 tokens; with τ = 0.01 the bit logits 400·z are about ±2, far

@@ -3,8 +3,8 @@
 Main comparison (default): full 256-step runs, nothing interpolated, variants interleaved, medians.
 
 * official-style: ``benchmarks/official_style.py::official_style_sample`` — ``sample_Open_MAGVIT2`` op for op on
-  the same weights: 264-slot spatial caches attached per run, intra caches re-allocated at every step (spec §9
-  items 8–9), a (rows, 264, 264) mask table gathered per step, ``repeat_interleave`` of keys/values, plain
+  the same weights: 264-slot spatial caches attached per run, intra caches re-allocated at every step (docs/design.md
+  O-40), a (rows, 264, 264) mask table gathered per step, ``repeat_interleave`` of keys/values, plain
   ``nn.Linear``;
 * ours: ``generate_tokens`` — fixed-size caches allocated once, read through a mask, ``prefill`` /
   ``decode_one_token`` / ``post_logits``;

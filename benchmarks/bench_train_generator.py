@@ -1,4 +1,4 @@
-"""AR generator training throughput: pre-tokenised shards vs encoding every batch on the fly (spec §5.1).
+"""AR generator training throughput: pre-tokenised shards vs encoding every batch on the fly (docs/design.md O-30).
 
 The official loop encodes every image with the frozen 256_L tokenizer at every step; ``tokenize-dataset`` encodes
 once and the trainer then reads token shards. Both paths run the real ``train_generator`` loop (DDP on a
@@ -63,7 +63,7 @@ def worker(config: str, mode: str, root: str, out: str) -> None:
 
     from open_magvit2.train.config import load_recipe
     from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
-    from open_magvit2.train.run import read_metrics
+    from open_magvit2.train.metrics import read_metrics
 
     base = _peak_mib()
     batch, steps = PLAN[(config, mode)]
@@ -95,7 +95,8 @@ def paired_worker(config: str, root: str, out: str, pairs: int) -> None:
     from open_magvit2.quantize import factorize_indices
     from open_magvit2.train.config import load_recipe
     from open_magvit2.train.generator import GeneratorTrainConfig
-    from open_magvit2.train.generator_data import open_train_data, resolve_generator_config
+    from open_magvit2.train.generator_arch import resolve_generator_config
+    from open_magvit2.train.generator_data import open_train_data
     from open_magvit2.train.optim import adamw, grad_norm
 
     batch = PLAN[(config, "shards")][0]
@@ -135,9 +136,9 @@ def prepare(root: Path, images: int) -> None:
     import torch
     from PIL import Image
 
+    from open_magvit2.data.pretokenize import tokenize_dataset
     from open_magvit2.tokenizer import ImageTokenizer
     from open_magvit2.tokenizer.presets import tokenizer_config
-    from open_magvit2.train.pretokenize import tokenize_dataset
 
     rng = np.random.default_rng(0)
     for i in range(images):

@@ -3,10 +3,10 @@
 * **ours**: ``open_magvit2.train.tokenizer.train_step`` as the trainer runs it (DDP wrappers on a 1-process group,
   the G step with the discriminator's parameters frozen, the D step without LPIPS, one guarded update, EMA of the
   tokenizer only).
-* **official**: the official ``lfqgan.VQModel.training_step`` (spec §3.1–3.3, §3.6), rebuilt from the same loss
-  modules: the G step back-propagates into the discriminator's parameters too (their gradients are then thrown
-  away), the D step recomputes L1 and LPIPS of the reconstruction and discards them (spec §9 item 32), and the EMA
-  (``LitEma``: a Python loop over named parameters) also tracks the discriminator (§9 item 33).
+* **official**: the official ``lfqgan.VQModel.training_step`` (docs/design.md O-16, O-17, O-19, O-23), rebuilt from the
+  same loss modules: the G step back-propagates into the discriminator's parameters too (their gradients are then thrown
+  away), the D step recomputes L1 and LPIPS of the reconstruction and discards them (docs/design.md O-24), and the EMA
+  (``LitEma``: a Python loop over named parameters) also tracks the discriminator (docs/design.md O-23).
 
 Both start from the same weights and see the same batches; the script checks that every iteration's G and D
 losses agree (equal work, not only equal speed). LPIPS uses a randomly initialised VGG16 with the real layout (the
@@ -41,21 +41,23 @@ PRESETS = {"tiny": "imagenet_128_L_tiny", "imagenet_128_L": "imagenet_128_L"}
 def _build(preset: str, vgg: str, out: str):
     import torch
 
+    from open_magvit2.distributed import init_distributed
     from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
     from open_magvit2.train.config import OptimConfig, RunConfig
-    from open_magvit2.train.session import TrainSession
+    from open_magvit2.train.guard import NonFiniteGuard
+    from open_magvit2.train.step import StepContext
     from open_magvit2.train.tokenizer import TokenizerTrainConfig, make_parts
 
     cfg = TokenizerTrainConfig(model=preset, loss=TokenizerLossConfig(lpips_path=vgg),
                                optim=OptimConfig(lr=1e-4), run=RunConfig(max_steps=100))
-    session = TrainSession("tokenizer", cfg, Path(out) / "run", None)
+    ctx = StepContext("fp32", init_distributed("cpu", always=True))  # the step's DDP wrappers need a group
     torch.manual_seed(0)
     from open_magvit2.tokenizer import ImageTokenizer
 
     tok = ImageTokenizer(cfg.tokenizer_config())
     loss = TokenizerLoss(cfg.loss, dims=2)
-    parts = make_parts(tok, loss, cfg.optim, ema=True, scaler=session.grad_scaler(), device=session.device)
-    return session, parts
+    parts = make_parts(tok, loss, cfg.optim, ema=True, scaler=ctx.grad_scaler(), device=ctx.device)
+    return ctx, NonFiniteGuard(), parts
 
 
 def _official_iteration(parts, shadows: dict, x, step: int) -> tuple[float, float]:
@@ -89,10 +91,11 @@ def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup:
            threads: int) -> None:
     import torch
 
+    from open_magvit2.distributed import shutdown
     from open_magvit2.train.tokenizer import train_step
 
     torch.set_num_threads(threads)
-    session, parts = _build(PRESETS[config], vgg, out)
+    ctx, guard, parts = _build(PRESETS[config], vgg, out)
     shadows = {f"{p}{n}": t.detach().clone() for m, p in ((parts.tokenizer, "tok."), (parts.loss.discriminator,
                "disc.")) for n, t in m.named_parameters()} if variant == "official" else {}  # fmt: skip
     g = torch.Generator().manual_seed(1)
@@ -102,14 +105,14 @@ def worker(config: str, variant: str, batch: int, size: int, iters: int, warmup:
     for k, x in enumerate(batches):
         t0 = time.perf_counter()
         if variant == "ours":
-            r = train_step(parts, [x], k, session=session, grad_clip=None, ema_decay=0.999)
+            r = train_step(parts, [x], k, ctx=ctx, guard=guard, grad_clip=None, ema_decay=0.999)
             losses.append((r.losses["g"], r.losses["d"]))
         else:
             losses.append(_official_iteration(parts, shadows, x, k))
         if k >= warmup:
             times.append(time.perf_counter() - t0)
     peak = peak_memory.peak_since(base)
-    session.close()
+    shutdown(ctx.dist)
     Path(out, "result.json").write_text(json.dumps({"times": times, "peak_mib": peak, "losses": losses}))
 
 

@@ -2,7 +2,7 @@
 
 The official Open-MAGVIT2 code (TencentARC/SEED-Voken) is not a dependency, so the benchmarks compare against
 re-implementations that run the *same operations in the same order* as the official modules
-(``improved_model.py``, ``lookup_free_quantize.py``, ``gpt.py``: spec §1, §2.1, §5.4, §5.8):
+(``improved_model.py``, ``lookup_free_quantize.py``, ``gpt.py``: docs/design.md O-05–O-07, O-10, O-33, O-39):
 
 * :class:`OfficialStyleTokenizer` — swish as ``x·sigmoid(x)``, depth-to-space by view/permute/contiguous, the AGN
   statistics through ``rearrange``, the eval-mode LFQ with ``pack``/``reduce`` and its channels-last strided
@@ -10,7 +10,7 @@ re-implementations that run the *same operations in the same order* as the offic
   ``style = z.clone()``. Same state-dict keys as ours, so it loads ``ImageTokenizer.state_dict()`` strictly.
 * :func:`official_style_sample` — ``sample_Open_MAGVIT2``: spatial caches of 264 slots attached per run, a
   (rows, 264, 264) boolean causal-mask table gathered at every step, intra-block caches of 264 slots
-  **re-allocated at every step** (spec §9 items 8–9), the official RoPE (``contiguous`` + float32 views),
+  **re-allocated at every step** (docs/design.md O-40), the official RoPE (``contiguous`` + float32 views),
   ``repeat_interleave`` of keys/values, masked SDPA over all 264 slots, ``torch.cat`` of the growing sequences,
   and ``torch.multinomial`` on the global RNG in the official order (pre, then post, per step).
 
@@ -269,7 +269,7 @@ def official_style_sample(
 ) -> tuple[Tensor, Tensor]:
     """``sample_Open_MAGVIT2`` on our weights: labels (B,) → (pre, post), each (B, N) int64, global RNG.
 
-    Like the official function, CFG needs both scales > 1 or both ≤ 1 (spec §9 item 7).
+    Like the official function, CFG needs both scales > 1 or both ≤ 1 (docs/design.md O-41).
     """
     c, device = model.config, labels.device
     dtype = model.class_emb.embedding_table.weight.dtype

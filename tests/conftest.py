@@ -19,6 +19,6 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def _deterministic_cpu():
-    """fp32 "highest" matmul precision, as the fixtures were generated (spec §9 item 36)."""
+    """fp32 "highest" matmul precision, as the fixtures were generated (docs/design.md O-15)."""
     torch.set_float32_matmul_precision("highest")
     yield

@@ -1,4 +1,4 @@
-"""Image pre/post-processing matches the official arithmetic (spec §1.6, §7.2) and inputs are validated."""
+"""Image pre/post-processing matches the official arithmetic (docs/design.md O-08, O-49) and inputs are validated."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from open_magvit2 import ImageTokenizer
-from open_magvit2.api import crop_box, load_image, pad_to_multiple, psnr_uint8, to_uint8
+from open_magvit2.imaging import crop_box, load_image, pad_to_multiple, psnr_uint8, to_uint8
 from open_magvit2.tokenizer import TOKENIZER_PRESETS
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -96,6 +96,46 @@ def test_to_uint8_tensor_keeps_layout_and_is_the_one_conversion():
     x = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2  # beyond [-1, 1]: clamped
     u8 = to_uint8_tensor(x)
     assert u8.dtype == torch.uint8 and u8.shape == x.shape
-    expected = ((x.clamp(-1, 1).numpy() + 1.0) / 2.0 * 255).astype(np.uint8)  # spec §1.6, in float32
+    expected = ((x.clamp(-1, 1).numpy() + 1.0) / 2.0 * 255).astype(np.uint8)  # docs/design.md O-08, in float32
     assert np.array_equal(u8.numpy(), expected)
     assert np.array_equal(to_uint8(x), expected.transpose(0, 2, 3, 1))
+
+
+def test_uint8_to_tensor_is_the_float64_arithmetic_of_the_official_image_code():
+    from open_magvit2.imaging import pil_to_tensor, uint8_to_tensor
+
+    arr = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    x = uint8_to_tensor(arr)
+    assert x.shape == (1, 3, 16, 16) and x.dtype == torch.float32
+    assert torch.equal(x, torch.from_numpy((arr / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)[None])
+    float32 = torch.from_numpy(arr).permute(2, 0, 1)[None].float() / 127.5 - 1.0  # the video loader's arithmetic
+    assert not torch.equal(x, float32)  # they differ (in the last bit) for some values
+    assert torch.equal(pil_to_tensor(Image.fromarray(arr)), x)
+
+
+def test_the_pictures_of_demo_and_web_use_the_one_uint8_conversion():
+    from types import SimpleNamespace
+
+    from open_magvit2.drawing import reconstruct_photo
+    from open_magvit2.imaging import uint8_to_tensor
+
+    class Recording(torch.nn.Module):  # a stand-in tokenizer: factor 4, records what it is given
+        config = SimpleNamespace(spatial_factor=4)
+
+        def __init__(self):
+            super().__init__()
+            self.w, self.seen = torch.nn.Parameter(torch.zeros(1)), []
+
+        def encode(self, x):
+            self.seen.append(x)
+            return torch.zeros(x.shape[0], x.shape[2] // 4, x.shape[3] // 4, dtype=torch.long)
+
+        def decode(self, idx):
+            return self.seen[-1]
+
+    photo = np.random.default_rng(0).integers(0, 256, (10, 13, 3), dtype=np.uint8)
+    tok = Recording()
+    rec, indices = reconstruct_photo(tok, photo)
+    padded, box = pad_to_multiple(uint8_to_tensor(photo), 4)
+    assert torch.equal(tok.seen[0], padded) and indices.shape == (1, 3, 4)  # float64 arithmetic, zero padding
+    assert np.array_equal(rec, to_uint8(crop_box(padded, box)[0]))

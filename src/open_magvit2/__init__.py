@@ -6,10 +6,10 @@
 >>> recon = tok.decode(indices)                                     # (B, 3, 256, 256), unclamped
 """
 
-from open_magvit2.checkpoints.auto import load_pretrained
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.imaging import crop_box, load_image, pad_to_multiple, save_image, to_uint8
 from open_magvit2.quantize import LFQ, LFQOutput
+from open_magvit2.registry import load_pretrained
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
 
 __version__ = "0.1.0"

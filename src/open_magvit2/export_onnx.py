@@ -9,8 +9,11 @@ Two graphs per tokenizer, each with a dynamic batch and fixed pixel (and frame) 
 
 The graphs make no input checks: values outside [−1, 1] or indices outside [0, 2^K) give meaningless outputs
 instead of an error. The exporter is ``torch.onnx.export(dynamo=True)`` (``torch.export`` plus onnxscript), opset
-18. The bit test of the decoder input is ``I & 2^k`` (``quantize.codes.unchecked_indices_to_codes``): ONNX has no
-right shift for signed integers. The video tokenizer's causal 3D convolutions export as ``Pad`` + ``Conv``.
+18 by default, any opset from 18 to the newest the installed ``onnx`` package defines on request
+(:func:`supported_opsets`). The bit test of the decoder input is ``I & 2^k`` (``quantize.codes.
+unchecked_indices_to_codes``): ONNX has no right shift for signed integers, and ``BitwiseAnd`` is new in opset 18,
+which is why no older opset can be written. The video tokenizer's causal 3D convolutions export as ``Pad`` +
+``Conv``. A file is written only once ``onnx.checker`` accepts it at the requested opset.
 
 Parity with PyTorch (``tests/test_export_onnx.py``): the decoder agrees within 1e-4; the encoder gives the same
 indices except where a latent channel lies within ~1e-5 of zero, where the two runtimes' different summation
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 PARTS = ("encoder", "decoder")
 INPUT_NAME = {"encoder": "images", "decoder": "indices"}
 OUTPUT_NAME = {"encoder": "indices", "decoder": "images"}
-OPSET = 18
+OPSET = 18  # the default, and the oldest opset with BitwiseAnd (the decoder's bit test)
 INSTALL_HINT = "ONNX export needs the onnx extra: pip install open-magvit2[onnx] (onnx, onnxscript, onnxruntime)"
 
 
@@ -72,6 +75,24 @@ class DecoderFromIndices(nn.Module):
 
     def forward(self, indices: Tensor) -> Tensor:
         return self.decoder(unchecked_indices_to_codes(indices, self.bits))  # (B, K, *latent) → pixels
+
+
+def supported_opsets() -> range:
+    """The opsets :func:`export_onnx` writes: from 18 (``BitwiseAnd``) to the newest the installed ``onnx`` defines
+    (a newer number gives a file no runtime can load)."""
+    _require("onnx")
+    import onnx
+
+    return range(OPSET, onnx.defs.onnx_opset_version() + 1)
+
+
+def check_opset(opset: int) -> None:
+    """``ValueError`` naming the supported range unless :func:`export_onnx` can write ``opset``."""
+    ok = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in ok:
+        raise ValueError(f"opset {opset!r} cannot be written: the exporter writes opsets {ok.start} to {ok.stop - 1} "
+                         f"(18 is the first with the decoder's BitwiseAnd; {ok.stop - 1} is the newest the installed "
+                         "onnx package knows)")
 
 
 def input_shape(tokenizer: Tokenizer, part: str, size: int, frames: int | None = None, batch: int = 2
@@ -117,6 +138,7 @@ def export_onnx(tokenizer: Tokenizer, part: str, path: str | Path, *, size: int,
     The model's config, the part and the sizes are stored in the file's metadata (``open_magvit2.*`` keys).
     """
     _require("onnx", "onnxscript")
+    check_opset(opset)
 
     example = example_input(tokenizer, part, size, frames)
     wrapper = (EncoderToIndices if part == "encoder" else DecoderFromIndices)(tokenizer)
@@ -133,7 +155,25 @@ def export_onnx(tokenizer: Tokenizer, part: str, path: str | Path, *, size: int,
                              tokenizer.output_frames(example.shape[1]))  # type: ignore[attr-defined]
     for k, v in meta.items():
         program.model.metadata_props[f"open_magvit2.{k}"] = v
-    return atomic_write(path, lambda p: program.save(str(p), external_data=False))
+
+    def save_checked(p: Path) -> None:  # inside the atomic write: a file that fails a check is never left behind
+        program.save(str(p), external_data=False)
+        _check_file(p, opset)
+
+    return atomic_write(path, save_checked)
+
+
+def _check_file(path: Path, opset: int) -> None:
+    """The written graph is valid ONNX (``onnx.checker``, full check) at exactly ``opset`` (the converter may not
+    silently write another)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = {o.domain or "ai.onnx": o.version for o in model.opset_import}.get("ai.onnx")
+    if written != opset:
+        raise ValueError(f"the exporter wrote opset {written}, not the requested {opset}; pass --opset {written} or "
+                         f"{OPSET}")
+    onnx.checker.check_model(str(path), full_check=True)
 
 
 # ---- running the graphs with onnxruntime, and checking them against PyTorch ------------------------------------
@@ -149,7 +189,14 @@ def onnx_session(path: str | Path, threads: int | None = None) -> onnxruntime.In
     if threads is not None:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types (InvalidGraph, Fail, ...) derive from Exception only
+        if not type(e).__module__.startswith("onnxruntime"):
+            raise
+        reason = " ".join(str(e).split())
+        raise ValueError(f"{path}: onnxruntime {ort.__version__} cannot load the graph ({reason}); an older runtime "
+                         f"may not know its opset: export with --opset {OPSET}") from None
 
 
 def run_onnx(session: onnxruntime.InferenceSession, x: Tensor | np.ndarray) -> np.ndarray:

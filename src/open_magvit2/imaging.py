@@ -1,5 +1,5 @@
-"""Image I/O with the official arithmetic (spec §1.6, §7.2), and small image utilities. A low module: it imports
-only :mod:`open_magvit2.fileio`, so data, eval and model code can all use it.
+"""Image I/O with the official arithmetic (docs/design.md O-08, O-49), and small image utilities. A low module: it
+imports only :mod:`open_magvit2.fileio`, so data, eval and model code can all use it.
 
 Pre-processing: PIL RGB → resize the shorter side to ``size`` (bilinear, PIL's antialiasing, as torchvision's
 ``Resize`` on PIL images) → centre-crop ``size``×``size`` (torchvision's rounding) → ``uint8 / 127.5 − 1``.
@@ -9,6 +9,8 @@ Tensors are (B, 3, H, W) float in [−1, 1]; arrays are HWC uint8.
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:
     """(H, W) after resizing the shorter side to ``size``: the longer side scales and is truncated (torchvision's
-    ``Resize(size)``, and cv2 with ``int()`` in the official video loader, spec §1.6, §6.3)."""
+    ``Resize(size)``, and cv2 with ``int()`` in the official video loader, docs/design.md O-08, O-47)."""
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size}")
     return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
@@ -49,11 +51,16 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def pil_to_tensor(img: Image.Image) -> Tensor:
-    """PIL image → (1, 3, H, W) float32 in [−1, 1]: ``uint8 / 127.5 − 1`` in float64, as the official image code
-    (the official video loader computes in float32, which differs for half the values: ``data/video.py``)."""
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+def uint8_to_tensor(arr: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 → (1, 3, H, W) float32 in [−1, 1]: ``uint8 / 127.5 − 1`` in float64, as the official image
+    code (the official video loader computes in float32, which differs for half the values: ``data/video_io.py``)."""
+    arr = np.asarray(arr, dtype=np.uint8)
     return torch.from_numpy((arr / 127.5 - 1.0).astype(np.float32)).permute(2, 0, 1)[None].contiguous()
+
+
+def pil_to_tensor(img: Image.Image) -> Tensor:
+    """PIL image → (1, 3, H, W) float32 in [−1, 1] (:func:`uint8_to_tensor`)."""
+    return uint8_to_tensor(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
 def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
@@ -70,18 +77,45 @@ def _to_8bit(img: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray((arr.astype(np.uint32) >> 8).astype(np.uint8))
 
 
+def decode_image(data: bytes | str | Path, name: str = "") -> Image.Image:
+    """Decode an image (its encoded bytes, or a file) fully into memory as 8-bit RGB, 16-bit greyscale reduced by its
+    high byte first. Raises what PIL raises: the training streams count any failure as a bad sample, and
+    :func:`open_rgb` turns it into one line. ``name`` names the image in errors (default: the path)."""
+    label = Path(name or ("<bytes>" if isinstance(data, bytes) else str(data)))
+    try:
+        im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except Image.UnidentifiedImageError:
+        if isinstance(data, bytes):  # PIL names the buffer object; name the image instead
+            raise Image.UnidentifiedImageError(f"cannot identify image file '{label}'") from None
+        raise
+    with im:
+        return _to_8bit(im, label).convert("RGB")  # convert() decodes: truncation errors surface here
+
+
 def open_rgb(path: str | Path) -> Image.Image:
-    """Read an image file as a decoded 8-bit RGB PIL image (16-bit greyscale reduced to 8 bits first).
-    ``FileNotFoundError`` if it is missing; ``ValueError`` for a corrupt, truncated or unsupported file."""
+    """Read an image file as a decoded 8-bit RGB PIL image (:func:`decode_image`). ``FileNotFoundError`` if it is
+    missing; ``ValueError`` for a corrupt, truncated or unsupported file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            return _to_8bit(im, path).convert("RGB")  # convert() decodes: truncation errors surface here
+        return decode_image(path)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: cannot read the image ({str(e) or type(e).__name__}); is it a complete image "
-                         "file?") from None
+        raise ValueError(f"{path}: {image_error(e, path)}") from None
+
+
+def image_error(e: BaseException, path: str | Path = "") -> str:
+    """What a failure of :func:`decode_image` means, and what to do, in a few words (without the file's name)."""
+    if isinstance(e, Image.DecompressionBombError):
+        found = re.findall(r"(\d+) pixels", str(e))  # "Image size (N pixels) exceeds limit of M pixels, ..."
+        size = f" ({int(found[0]) / 1e6:,.0f} megapixels, over Pillow's limit of {int(found[1]) / 1e6:,.0f})" \
+            if len(found) == 2 else ""
+        return (f"the image is too large{size}: Pillow refuses it as a possible decompression bomb; scale it down "
+                "first, or if you trust the file raise PIL.Image.MAX_IMAGE_PIXELS in Python")
+    reason = " ".join((str(e) or type(e).__name__).split())
+    if path:  # PIL names the file again: "cannot identify image file 'x.png'"
+        reason = reason.replace(f" '{path}'", "")
+    return f"cannot read the image ({reason}); is it a complete image file?"
 
 
 def load_image(path: str | Path, size: int | None = 256) -> Tensor:
@@ -99,8 +133,9 @@ def load_image(path: str | Path, size: int | None = 256) -> Tensor:
 
 
 def to_uint8_tensor(x: Tensor) -> Tensor:
-    """Float in [−1, 1] → uint8, same layout and device: clamp, ``(x + 1) / 2``, ``× 255``, truncate (spec §1.6;
-    the PSNR/SSIM of spec §7.1 and the I3D input of §7.3 use the same arithmetic on clamped images)."""
+    """Float in [−1, 1] → uint8, same layout and device: clamp, ``(x + 1) / 2``, ``× 255``, truncate
+    (docs/design.md O-08; the PSNR/SSIM of O-48 and the I3D input of O-50 use the same arithmetic on clamped
+    images)."""
     return ((x.detach().float().clamp(-1.0, 1.0) + 1.0) / 2.0 * 255).to(torch.uint8)
 
 
@@ -123,7 +158,7 @@ def save_image(x: Tensor | np.ndarray, path: str | Path) -> Path:
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int, int, int]]:
     """Zero-pad (value 0 = mid-grey in [−1, 1]) H and W up to a multiple, centred with the extra pixel at the
-    bottom/right (spec §7.2). Returns the padded tensor and the box (top, left, H, W) for :func:`crop_box`."""
+    bottom/right (docs/design.md O-49). Returns the padded tensor and the box (top, left, H, W) for :func:`crop_box`."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     top, left = ph // 2, pw // 2

@@ -1,9 +1,9 @@
-"""The precision policy, in one place: TF32 switches, dtype names, and what stays float32 (spec §2.5, §9 item 36).
+"""The precision policy, in one place: TF32 switches, dtype names, and what stays float32 (docs/design.md O-15).
 
 **TF32.** The official code sets ``torch.set_float32_matmul_precision("high")`` at import time in every module it
 ships, so on Ampere or newer GPUs its reconstructions, evaluations and samples run TF32 matmuls, and cuDNN runs TF32
 convolutions by default. Token indices are signs of encoder outputs, so TF32 flips the bits of elements near 0
-(spec §2.5). :func:`set_tf32` is the only function in this package that touches these switches:
+(docs/design.md O-15). :func:`set_tf32` is the only function in this package that touches these switches:
 
 * inference entry points (the CLI) call ``set_tf32(False)``: float32 means float32, and indices match an exact
   float32 reference bit for bit (the golden fixtures were made with precision "highest");
@@ -48,7 +48,7 @@ CHANNELS_LAST: dict[str, bool] = {"cpu": True}
 
 
 def set_tf32(enabled: bool) -> None:
-    """Allow (True) or forbid (False) TF32 in float32 matmuls and cuDNN convolutions (spec §9 item 36).
+    """Allow (True) or forbid (False) TF32 in float32 matmuls and cuDNN convolutions (docs/design.md O-15).
 
     ``True`` is what the official code runs with on Ampere+ GPUs; ``False`` gives exact float32 (the golden
     fixtures' setting). Uses torch's legacy switches only, so it never mixes with the per-backend API.

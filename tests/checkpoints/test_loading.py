@@ -1,4 +1,5 @@
-"""Loading rules for official checkpoints and our own format (spec §0): strict, safe, and clear when it fails."""
+"""Loading rules for official checkpoints and our own format (docs/design.md O-01–O-04): strict, safe, and clear
+when it fails."""
 
 import json
 import pathlib
@@ -22,7 +23,7 @@ def _save(sd, path):
 
 
 def test_training_checkpoint_extras_are_skipped(tmp_path):
-    """loss.*, the discriminator EMA and LitEma's scalars are ignored (spec §0.1)."""
+    """loss.*, the discriminator EMA and LitEma's scalars are ignored (docs/design.md O-01)."""
     sd = official_state_dict("image_tokenizer_tiny")
     sd["loss.discriminator.main.0.weight"] = torch.zeros(4, 3, 4, 4)
     sd["loss.discriminator.main.3.num_batches_tracked"] = torch.tensor(7)

@@ -47,7 +47,7 @@ def clip(tmp_path_factory) -> Path:
     pytest.importorskip("av")
     from skimage import data
 
-    from open_magvit2.data.video import write_video
+    from open_magvit2.data.video_io import write_video
 
     base = data.astronaut()[::8, ::8][:24, :48]
     frames = np.stack([base[:, 2 * t : 2 * t + 32] for t in range(7)])

@@ -107,6 +107,15 @@ CLI_CASES = [
     ("eval-data-missing", "evaluate-tokenizer -c {ckpt} --data {d}/none -o {out}", r"no such image file"),
     ("eval-samples-no-arr0", "evaluate-generator --samples {d}/no_arr0.npz --reference {d}/no_arr0.npz",
      r"no 'arr_0' array"),
+    # tokenize-dataset: a token grid too small for the tokenizer and the generator is refused before any write
+    ("tokenize-dataset-grid-1x1", "tokenize-dataset -c {ckpt} --data {photos} --size 2 --output {out} --workers 0",
+     r"--size 2 must be a multiple of 2 and at least 4 \(a 2×2 token grid"),
+    ("tokenize-dataset-demo-grid-1x1", "tokenize-dataset --data {photos} --size 8 --output {out}",
+     r"--size 8 must be a multiple of 8 and at least 16 \(a 2×2 token grid"),  # the demo tokenizer: 8×
+    ("tokenize-dataset-data-is-a-file", "tokenize-dataset -c {ckpt} --data {img} --size 4 --output {out}",
+     r"a\.png is a file; pass the folder that holds the images"),
+    ("tokenize-shards-two-inputs", "tokenize {img} {img} -c {ckpt} -o {out} --shards",
+     r"--shards reads one image folder or WebDataset shards"),
 ]
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from open_magvit2 import ImageTokenizer
-from open_magvit2.api import load_image, pad_to_multiple, psnr_uint8, to_uint8
 from open_magvit2.cli import main
+from open_magvit2.imaging import load_image, pad_to_multiple, psnr_uint8, to_uint8
 
 from official import FIXTURES
 

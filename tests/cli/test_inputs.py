@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from open_magvit2.api import load_image
 from open_magvit2.cli import main
 from open_magvit2.data.tokens import TokenShards, shard_files
 from open_magvit2.fileio import find_files
+from open_magvit2.imaging import load_image
 from open_magvit2.tokenizer import ImageTokenizer
 
 from official import FIXTURES
@@ -90,8 +90,9 @@ def test_tokenize_1000_images_batched_into_one_shard(thousand, tmp_path):
     args = ["tokenize", CKPT, str(thousand), "-o", str(out), "--shards", "--size", "8", "--batch-size", "64",
             "--labels", "folders", "--no-progress"]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "classes.json", "index.json", "shard-000000.keys.json", "shard-000000.labels.npy", "shard-000000.tokens.npy"]
+    assert sorted(p.name for p in out.iterdir()) == [  # the token set of tokenize-dataset, with its tokenizer
+        "classes.json", "index.json", "shard-000000.keys.json", "shard-000000.labels.npy", "shard-000000.tokens.npy",
+        "tokenize.json", "tokenizer"]
     ts = TokenShards(out)
     assert len(ts) == 1000 and ts.grid == (4, 4) and ts.bits == 18 and ts.classes == [f"class{c}" for c in range(4)]
     tok = ImageTokenizer.from_pretrained(CKPT)

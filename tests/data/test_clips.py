@@ -11,7 +11,7 @@ from data_builders import assert_same_batches, gop_video, take
 
 import open_magvit2.data.clips as clips
 from open_magvit2.data import build_video_stream, read_clip
-from open_magvit2.data.video import read_video, write_video
+from open_magvit2.data.video_io import read_video, write_video
 
 pytest.importorskip("av")
 

@@ -25,7 +25,7 @@ def test_synset_labels_and_class_names(tmp_path: Path):
     (tmp_path / "n01" / "sub").mkdir()  # read recursively: a nested file keeps its top-level class
     Image.new("RGB", (10, 10)).save(tmp_path / "n01" / "sub" / "deep.JPEG")
     index = scan_folder(tmp_path, IMAGE_SUFFIXES, "image")
-    assert index.class_names == ("n01", "n02", "n03")  # sorted folder order = label (spec §6.1)
+    assert index.class_names == ("n01", "n02", "n03")  # sorted folder order = label (docs/design.md O-45)
     assert len(index) == 10 and list(index.files) == sorted(index.files)
     for f, label in zip(index.files, index.labels):
         assert index.class_names[label] == f.split("/")[0]

@@ -38,7 +38,7 @@ def test_sources_keys_and_labels(shards: Path, tmp_path: Path):
     for b in batches:
         assert b["image"].shape == (5, 3, 8, 8) and b["image"].dtype == torch.float32
         assert b["label"].tolist() == [int(k.split("/")[1][1:3]) % 3 for k in b["key"]]  # from .cls
-    for ext in ("jpg", "jpeg.jpg", "jpg.jpg", "webp"):  # the image key variants of spec §6.2
+    for ext in ("jpg", "jpeg.jpg", "jpg.jpg", "webp"):  # the image key variants of docs/design.md O-46
         write_shards(tmp_path / ext, [3], ext=ext, cls=False)
         with stream(tmp_path / ext, batch_size=3, lanes=1) as s:
             (b,) = take(s, 1)

@@ -18,7 +18,7 @@ import torch
 
 from open_magvit2 import ImageGenerator, ImageTokenizer, VideoTokenizer, load_pretrained
 from open_magvit2.checkpoints.hub import DEMO_ROOT, demo_sample
-from open_magvit2.data.video import read_video
+from open_magvit2.data.video_io import read_video
 from open_magvit2.demo.data import DEMO_CLIP, HELD_OUT_PHOTOS
 from open_magvit2.demo.evaluate import clip_psnr, digits_accuracy, held_out_clip, photo_psnr
 
@@ -95,7 +95,7 @@ def test_training_starts_from_the_demo_models_by_name(tok):
     bundled weights."""
     from open_magvit2.tokenizer.inflate import inflate_image_to_video
     from open_magvit2.train.config import InitConfig
-    from open_magvit2.train.generator_data import load_generator_init
+    from open_magvit2.train.init import load_generator_init
     from open_magvit2.train.init import load_tokenizer_init
 
     weights, disc = load_tokenizer_init(InitConfig(checkpoint="demo"), tok.config)

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from open_magvit2 import weight_files
 from open_magvit2.eval import backbones as B
 from open_magvit2.eval.i3d import InceptionI3d, MaxPool3dSame, Unit3D, same_padding
+from open_magvit2.lpips_net import load_lpips
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_inception_fid_protocol_is_pytorch_fid(hub_cache, images_u8):
 def test_lpips_is_the_lpips_package(hub_cache, net):
     import lpips
 
-    ours = B.load_lpips(net)  # trunk from the cache file, read by us
+    ours = load_lpips(net)  # trunk from the cache file, read by us
     lib = lpips.LPIPS(net=net, verbose=False).eval()  # the library's own path: torchvision reads the same cache
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(2, 3, 48, 40, generator=g) * 2 - 1, torch.rand(2, 3, 48, 40, generator=g) * 2 - 1
@@ -66,17 +68,17 @@ def test_lpips_is_the_lpips_package(hub_cache, net):
 
 
 def test_missing_weights_name_the_file_and_url(tmp_path, monkeypatch):
-    monkeypatch.setattr(B, "hub_checkpoint_dir", lambda: tmp_path)
+    monkeypatch.setattr(weight_files, "hub_checkpoint_dir", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match=r"i3d_pretrained_400\.pt.*drive\.google\.com"):
         B.load_i3d()
     with pytest.raises(FileNotFoundError, match=r"vgg16-397923af\.pth"):
-        B.load_lpips("vgg", tmp_path / "nope.pth")
+        load_lpips("vgg", tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match=r"pt_inception-2015-12-05-6726825d\.pth.*github\.com/mseitzer"):
         B.load_inception()
     bad = tmp_path / "bad.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="LPIPS trunk"):
-        B.load_lpips("alex", bad)
+        load_lpips("alex", bad)
 
 
 def test_i3d_keys_shapes_and_output(weights):

@@ -155,7 +155,7 @@ def test_official_psnr_ssim_are_scikit_image_on_truncated_images():
 
 
 def test_official_truncation_quirk_on_ground_truth():
-    # spec §7.1: ((k/127.5 − 1) + 1)/2·255 truncates to k − 1 for 95 of the 256 uint8 values (float32 arithmetic)
+    # docs/design.md O-48: ((k/127.5 − 1) + 1)/2·255 truncates to k − 1 for 95 of the 256 uint8 values (float32)
     k = torch.arange(256, dtype=torch.float64)
     x = torch.from_numpy((k.numpy().astype(np.uint8) / 127.5 - 1.0).astype(np.float32)).view(1, 1, 1, 256)
     u8 = to_uint8(x.expand(1, 3, 1, 256))[0, 0, :, 0]  # the one uint8 conversion, used for PSNR/SSIM too

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from open_magvit2.api import crop_box, load_image, pad_to_multiple, to_uint8
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval.datasets import list_files, shard, subset
 from open_magvit2.eval.reconstruction import TokenizerEvalConfig, evaluate_tokenizer
+from open_magvit2.imaging import crop_box, load_image, pad_to_multiple, to_uint8
 from open_magvit2.tokenizer import ImageTokenizer
 from preemption import FailingAt
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from open_magvit2.eval.backbones import load_lpips
 from open_magvit2.eval.datasets import centre_window, load_clip
 from open_magvit2.eval.metrics import frechet_distance_svd
 from open_magvit2.eval.video import VideoEvalConfig, VideoNets, evaluate_video, i3d_input
+from open_magvit2.lpips_net import load_lpips
 
 pytest.importorskip("av")
 sys.path.insert(0, str(Path(__file__).parent))  # spawned ranks import video_dist_worker from sys.path
@@ -26,7 +26,8 @@ from preemption import FailingAt
 
 
 def _official_i3d_preprocess(video: torch.Tensor) -> torch.Tensor:
-    """spec §7.3 written out as the official script does it: numpy uint8 (B, T, H, W, C) → FloatTensor → resize."""
+    """docs/design.md O-50 written out as the official script does it: numpy uint8 (B, T, H, W, C) → FloatTensor →
+    resize."""
     u8 = (((video + 1) / 2) * 255.0).permute(0, 2, 3, 4, 1).byte().numpy()
     b, t, _, _, c = u8.shape
     frames = torch.FloatTensor(u8).flatten(end_dim=1).permute(0, 3, 1, 2).contiguous()
@@ -36,7 +37,7 @@ def _official_i3d_preprocess(video: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory, photo):
-    from open_magvit2.data.video import write_video
+    from open_magvit2.data.video_io import write_video
 
     root = tmp_path_factory.mktemp("ucf")
     (root / "train" / "ClassA").mkdir(parents=True)
@@ -53,7 +54,7 @@ def test_centre_window_is_the_official_one():
 
 
 def test_evaluate_video_equals_direct_computation(ucf, weights, tmp_path):
-    from open_magvit2.data.video import uint8_to_video
+    from open_magvit2.data.video_io import uint8_to_video
 
     tok = tiny_video_tokenizer()
     nets = VideoNets(RecordingI3D(), load_lpips("alex", weights["alex"]), load_lpips("vgg", weights["vgg"]))

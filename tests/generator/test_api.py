@@ -23,7 +23,7 @@ def test_top_level_export():
 
 
 def test_official_file_loads_both_parts(official_gen):
-    """transformer.* → .transformer and the raw first stage → .tokenizer (spec §5.1, §5.11), nothing else."""
+    """transformer.* → .transformer and the raw first stage → .tokenizer (docs/design.md O-30, O-44), nothing else."""
     gen = official_gen
     assert gen.config == GENERATOR_PRESETS["tiny"]
     assert gen.tokenizer.config.ch_mult == (1, 1, 2) and gen.tokenizer.config.factorized_bits == (6, 12)

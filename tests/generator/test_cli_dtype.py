@@ -18,11 +18,11 @@ def small_dir(small_gen, tmp_path_factory):
 
 
 def test_generate_in_bf16_loads_bf16_weights(small_dir, tmp_path, monkeypatch):
-    from open_magvit2.checkpoints import auto
+    from open_magvit2 import registry
 
     loaded = []
-    real = auto.load_pretrained
-    monkeypatch.setattr(auto, "load_pretrained", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
+    real = registry.load_pretrained
+    monkeypatch.setattr(registry, "load_pretrained", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
     out = tmp_path / "out"
     argv = ["generate", "-c", str(small_dir), "--classes", "1", "--num-per-class", "2", "-o", str(out)]
     assert main([*argv, "--device", "cpu", "--dtype", "bf16", "--seed", "5"]) == 0

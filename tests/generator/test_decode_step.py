@@ -15,7 +15,7 @@ LABELS = torch.tensor([0, 3, 7])
 
 
 def _official_filter(logits, top_k, top_p):
-    """The official HF-style ``top_k_top_p_filtering`` (spec §5.8), written out independently of ours."""
+    """The official HF-style ``top_k_top_p_filtering`` (docs/design.md O-39), written out independently of ours."""
     logits = logits.clone()
     if top_k > 0:
         logits[logits < torch.topk(logits, top_k)[0][..., -1, None]] = -float("inf")

@@ -18,7 +18,8 @@ PARAMS = {"B": 343_570_432, "L": 804_362_240, "XL": 1_486_679_040}
 
 @pytest.mark.parametrize("name", ["B", "L", "XL"])
 def test_official_sizes_keys_and_order_on_meta(name):
-    """Parameter count (spec §5.2) and every transformer.* key/shape of the released file, in official order."""
+    """Parameter count (docs/design.md O-31) and every transformer.* key/shape of the released file, in official
+    order."""
     with torch.device("meta"):
         model = GeneratorTransformer(config=GENERATOR_PRESETS[name])
     manifest = json.loads((FIXTURES / "manifests" / f"imagenet_conditional_llama_{name}.json").read_text())
@@ -29,7 +30,8 @@ def test_official_sizes_keys_and_order_on_meta(name):
 
 
 def test_rope_table_closed_form():
-    """Row 0 zero; row 1 + p rotates pair j by y·f_j (j < 16) or x·f_{j−16} (spec §5.5), f_i = 10000^(−2i/32)."""
+    """Row 0 zero; row 1 + p rotates pair j by y·f_j (j < 16) or x·f_{j−16}, f_i = 10000^(−2i/32)
+    (docs/design.md O-34)."""
     t = rope_2d_table(16, 64).double()
     assert t.shape == (257, 32, 2) and t.dtype == torch.float64
     assert torch.equal(t[0], torch.zeros(32, 2))  # class token: cos and sin both 0 → q, k exactly 0
@@ -71,7 +73,7 @@ def test_teacher_forcing_matches_official(tiny_transformer):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_pure_half_precision_forward(dtype, make_small):
-    """A model cast to bf16/fp16 (no autocast) runs — the official RoPE returns fp32 and fails (§9 item 5)."""
+    """A model cast to bf16/fp16 (no autocast) runs — the official RoPE returns fp32 and fails (docs/design.md O-35)."""
     model = make_small()
     pre, post = torch.randint(0, 64, (2, 16)), torch.randint(0, 4096, (2, 16))
     labels = torch.tensor([0, 5])

@@ -60,7 +60,7 @@ def test_seeded_generator_reproduces_and_global_rng_is_used_otherwise(make_small
 
 
 def test_model_is_usable_after_generate(make_small):
-    """No caches are attached (official bug §9 item 8): forward, state_dict and train mode are unchanged."""
+    """No caches are attached (official bug, docs/design.md O-40): forward, state_dict and train mode are unchanged."""
     model = make_small()
     pre, post, labels = torch.randint(0, 64, (2, 16)), torch.randint(0, 4096, (2, 16)), torch.tensor([0, 1])
     keys = list(model.state_dict())

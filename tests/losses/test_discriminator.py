@@ -14,7 +14,7 @@ from open_magvit2.losses.discriminator import BlurDownsample, Conv2dSame, same_p
 
 from official import FIXTURES
 
-MANIFEST = {  # discriminator kind → a released model trained with it (spec §3.5)
+MANIFEST = {  # discriminator kind → a released model trained with it (docs/design.md O-20)
     "patchgan": "imagenet_lfqgan_128_L",
     "blur": "pretrain_lfqgan_256_16384",
     "patchgan3d": "ucf101_lfqgan_128_L",

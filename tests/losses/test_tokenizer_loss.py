@@ -201,7 +201,7 @@ def test_lecam_is_updated_only_by_training_d_steps():
 
 
 def test_lecam_before_disc_start_images_always_video_never():
-    """Spec §3.2 / §4.5: the image loss updates the EMA in every D step, the video loss only once D is on."""
+    """docs/design.md O-18: the image loss updates the EMA in every D step, the video loss only once D is on."""
     image = TokenizerLoss(NO_LPIPS.replace(disc_start=10))
     x, xrec = pair()
     image.discriminator_loss(x, xrec, step=0)

@@ -1,4 +1,5 @@
-"""LFQ against the official golden data (tests/fixtures/official/lfq), round trips and input validation (spec §2)."""
+"""LFQ against the official golden data (tests/fixtures/official/lfq), round trips and input validation
+(docs/design.md O-10–O-14)."""
 
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def test_factorized_round_trip(split):
     for p, k in zip(parts, split):
         assert p.dtype == torch.int64 and int(p.min()) >= 0 and int(p.max()) < 2**k
     assert torch.equal(unfactorize_indices(parts, split), idx)
-    # the sub-token codes are the channel slices of the full code map (spec §2.3)
+    # the sub-token codes are the channel slices of the full code map (docs/design.md O-12)
     sub_codes = [indices_to_codes(p, k) for p, k in zip(parts, split)]
     assert torch.equal(torch.cat(sub_codes, dim=1), indices_to_codes(idx, bits))
     lfq = LFQ(bits=bits, factorized_bits=split)

@@ -1,4 +1,5 @@
-"""The image tokenizers reproduce the official code on its golden fixtures (spec §1, fixtures README)."""
+"""The image tokenizers reproduce the official code on its golden fixtures (docs/design.md O-05–O-07, fixtures
+README)."""
 
 import json
 
@@ -109,4 +110,4 @@ def test_tokenizer_has_lfq_with_matching_bits():
         TokenizerConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=14, factorized_bits=(6, 8))
     )
     assert isinstance(tok.quantize, LFQ) and tok.quantize.bits == 14 and tok.quantize.factorized_bits == (6, 8)
-    assert not any(k.startswith("quantize") for k in tok.state_dict())  # LFQ is stateless (spec §0.3)
+    assert not any(k.startswith("quantize") for k in tok.state_dict())  # LFQ is stateless (docs/design.md O-03)

@@ -1,4 +1,4 @@
-"""Closed-form checks of the quirky layers (spec §1.1, §4.1–4.2)."""
+"""Closed-form checks of the quirky layers (docs/design.md O-05, O-25, O-26)."""
 
 import torch
 import torch.nn.functional as F

@@ -49,7 +49,7 @@ def test_build_nested_with_conversion():
         ({"inner": {"a": True}}, "inner.a must be int"),
         ({"inner": {"c": [1, 2, 3]}}, "inner.c must have 2 items"),
         ({"inner": 5}, "inner must be a mapping"),
-        ({"opt": {"lr": -1}}, "lr must be > 0"),
+        ({"opt": {"lr": -1}}, "lr must be a finite number > 0"),
         ({"run": {"precision": "fp8"}}, "run.precision must be one of"),
     ],
 )

@@ -12,7 +12,8 @@ import pytest
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorTransformer
 from open_magvit2.train.config import InitConfig, load_recipe
 from open_magvit2.train.generator import GeneratorTrainConfig
-from open_magvit2.train.generator_data import load_generator_init, resolve_generator_config
+from open_magvit2.train.generator_arch import resolve_generator_config
+from open_magvit2.train.init import load_generator_init
 
 sys.path.insert(0, str(Path(__file__).parent))
 from generator_helpers import REPO, ar_ckpt
@@ -24,7 +25,7 @@ def _load(name: str, *overrides: str) -> GeneratorTrainConfig:
 
 @pytest.mark.parametrize(
     "name, params, batch, lr, epochs, warmup",
-    [  # spec §5.2: transformer parameters, batch per device (× devices = 768), peak lr, epochs, warm-up epochs
+    [  # docs/design.md O-31: transformer parameters, batch per device (× devices = 768), peak lr, epochs, warm-up
         ("B", 343_570_432, 24, 3e-4, 300, 6),
         ("L", 804_362_240, 12, 3e-4, 300, 6),
         ("XL", 1_486_679_040, 8, 2.4e-4, 350, 7),

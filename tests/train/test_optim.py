@@ -1,4 +1,4 @@
-"""Schedules against the official formulas (spec §3.5, §5.7), parameter groups, grad norm, EMA."""
+"""Schedules against the official formulas (docs/design.md O-21, O-37), parameter groups, grad norm, EMA."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_constant_and_drops():
 
 
 def official_cosine(it: int, wp_it: int, max_it: int, wp0: float, wpe: float) -> float:
-    """The official per-iteration annealing (spec §3.5), written out."""
+    """The official per-iteration annealing (docs/design.md O-21), written out."""
     if it < wp_it:
         return wp0 + (1 - wp0) * it / wp_it
     pasd = (it - wp_it) / (max_it - 1 - wp_it)
@@ -33,7 +33,7 @@ def official_cosine(it: int, wp_it: int, max_it: int, wp0: float, wpe: float) ->
 
 
 def official_ar(it: int, wp_it: int, max_it: int, wp0: float = 0.005, wpe: float = 0.1) -> float:
-    """The official AR lr_wd_annealing factor (spec §5.7), written out."""
+    """The official AR lr_wd_annealing factor (docs/design.md O-37), written out."""
     if it < wp_it:
         return wp0 + (1 - wp0) * it / wp_it
     pasd = (it - wp_it) / (max_it - 1 - wp_it)
@@ -84,6 +84,6 @@ def test_ema_official_update():
         for p in model.parameters():
             p.add_(1.0)
     update_ema(ema, model, 0.999)
-    for k, p in model.state_dict().items():  # shadow − (1 − d)(shadow − param), spec §3.6
+    for k, p in model.state_dict().items():  # shadow − (1 − d)(shadow − param), docs/design.md O-23
         expected = start[k] - (1 - 0.999) * (start[k] - p)
         torch.testing.assert_close(ema.state_dict()[k], expected, rtol=0, atol=0)

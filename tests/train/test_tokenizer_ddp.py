@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from open_magvit2.train.run import read_metrics
+from open_magvit2.train.metrics import read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tokenizer_helpers import TINY, photo_folder, torchrun, train

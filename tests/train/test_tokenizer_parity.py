@@ -13,9 +13,12 @@ import pytest
 import torch
 
 from open_magvit2.checkpoints.official import load_strict, tokenizer_weights
+from open_magvit2.distributed import process_group
 from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
-from open_magvit2.train.config import OptimConfig, RunConfig
-from open_magvit2.train.session import TrainSession
+from open_magvit2.tokenizer import ImageTokenizer
+from open_magvit2.train.config import OptimConfig
+from open_magvit2.train.guard import NonFiniteGuard
+from open_magvit2.train.step import StepContext
 from open_magvit2.train.tokenizer import TokenizerTrainConfig, make_parts, train_step
 
 from official import fixture_json, io_tensors, lpips_state_dict, official_state_dict, write_vgg_file
@@ -49,22 +52,20 @@ def iterations(tmp_path_factory):
         model_args={"ch": 32, "ch_mult": (1, 2), "num_res_blocks": 1, "z_channels": 18},
         loss=TokenizerLossConfig(lpips_path=str(vgg)),  # the 128_L loss is the default
         optim=OptimConfig(lr=fx["config"]["learning_rate"], betas=(0.5, 0.9)),
-        run=RunConfig(max_steps=2, ema_decay=0.999),
     )
     io = io_tensors(NAME)
     results = []
-    with TrainSession("tokenizer", cfg, tmp_path_factory.mktemp("run"), None) as session:
-        from open_magvit2.tokenizer import ImageTokenizer
-
+    with process_group("cpu", always=True) as dist:  # the step's DDP wrappers need a group; no run directory
+        ctx, guard = StepContext("fp32", dist), NonFiniteGuard()
         tok = ImageTokenizer(cfg.tokenizer_config())
         load_strict(tok, tokenizer_weights(sd, "raw"))
         loss = TokenizerLoss(cfg.loss, dims=2)
         loss.perceptual.load_official_weights(lpips_state_dict(sd))
         loss.load_official_discriminator(sd)
-        parts = make_parts(tok, loss, cfg.optim, ema=True, scaler=session.grad_scaler(), device=session.device)
+        parts = make_parts(tok, loss, cfg.optim, ema=True, scaler=ctx.grad_scaler(), device=ctx.device)
         load_strict(parts.ema, tokenizer_weights(sd, "ema"))  # the official EMA starts from its own buffers
         for k in (0, 1):
-            r = train_step(parts, [io[f"step{k}/x"]], k, session=session, grad_clip=None, ema_decay=0.999)
+            r = train_step(parts, [io[f"step{k}/x"]], k, ctx=ctx, guard=guard, grad_clip=None, ema_decay=0.999)
             g_params = dict(tok.named_parameters())
             d_params = dict(loss.discriminator.named_parameters())
             results.append({

@@ -16,7 +16,7 @@ import torch
 
 from open_magvit2 import ImageTokenizer, VideoTokenizer
 from open_magvit2.train.config import load_recipe
-from open_magvit2.train.run import read_metrics
+from open_magvit2.train.metrics import read_metrics
 from open_magvit2.train.tokenizer import TokenizerTrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -154,7 +154,7 @@ def test_nonfinite_steps_stop_the_run(tmp_path, photos, monkeypatch, capsys):
 
     real = TokenizerLoss.generator_loss
 
-    def poisoned(self, x, xrec, quant, step, last_layer=None):
+    def poisoned(self, x, xrec, quant, step, last_layer=None):  # optimiser steps 3, 4, 5, ... are non-finite
         out = real(self, x, xrec, quant, step, last_layer)
         return out._replace(loss=out.loss * float("nan")) if step >= 2 else out
 
@@ -163,13 +163,29 @@ def test_nonfinite_steps_stop_the_run(tmp_path, photos, monkeypatch, capsys):
     assert train(TINY, photos, run, "--max-steps", "10", "--save-every", "2", *FAST,
                  "--set", "run.max_nonfinite=3") == 1
     err = capsys.readouterr().err
-    assert "step 2: non-finite loss or gradients; step skipped" in err
-    assert "3 consecutive steps with non-finite loss or gradients (last at step 4)" in err
-    # checkpoints stay intact: the skipped steps changed no weight, and nothing non-finite was saved
-    states = [torch.load(run / "checkpoints" / s / "state.pt", weights_only=True) for s in ("step_0000002",
-                                                                                            "step_0000004")]
-    for k, v in states[0]["model"].items():
-        assert torch.isfinite(v).all() and torch.equal(v, states[1]["model"][k]), k
+    assert "step 3: non-finite loss or gradients; step skipped (1 in a row, 1 in all)" in err
+    last = run / "checkpoints" / "step_0000002"
+    assert (f"3 consecutive steps with non-finite loss or gradients (steps 3–5). The newest checkpoint, {last} "
+            "(step 2), predates it: continue from it with --resume auto and a lower learning rate "
+            "(--set optim.lr=5e-05)") in err
+    # no checkpoint while the streak was open (step 4 would have been one)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002"]
+    # the advice works: the lower learning rate is accepted on resume and recorded
+    monkeypatch.setattr(TokenizerLoss, "generator_loss", real)
+    assert train(TINY, photos, run, "--max-steps", "4", "--save-every", "2", *FAST, "--set", "run.max_nonfinite=3",
+                 "--resume", "auto", "--set", "optim.lr=5e-05") == 0
+    events = [r for r in read_metrics(run, events=True) if r.get("event") == "resume"]
+    assert events == [{"step": 2, "event": "resume", "changed": {"optim.lr": [0.0005, 5e-05],
+                                                                 "run.max_steps": [10, 4]}}]
+    assert "optim.lr 0.0005 → 5e-05" in capsys.readouterr().err
+
+
+def test_nonfinite_before_the_first_checkpoint_leaves_nothing(tmp_path, photos, capsys):
+    run = tmp_path / "run"
+    assert train(TINY, photos, run, "--max-steps", "10", "--save-every", "5", *FAST, "--set", "run.max_nonfinite=2",
+                 "--set", "optim.lr=1e9") == 1
+    err = capsys.readouterr().err
+    assert "no checkpoint had been written, so the run directory was removed" in err and not run.exists()
 
 
 def test_every_recipe_loads_and_typos_are_named(tmp_path):

@@ -40,7 +40,7 @@ def photo_folder(root: Path, side: int = 48, names: tuple[str, ...] = PHOTOS) ->
 
 def pan_clips(root: Path, frames: int = 9, side: int = 40, names: tuple[str, ...] = PHOTOS[:3]) -> Path:
     """Short mp4 clips panning across real photos (one class folder per clip)."""
-    from open_magvit2.data.video import write_video
+    from open_magvit2.data.video_io import write_video
 
     for name in names:
         im = np.asarray(Image.fromarray(photo(name)).resize((side * 2, side * 2), Image.BILINEAR))

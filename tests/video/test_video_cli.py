@@ -11,9 +11,9 @@ import pytest
 import torch
 from video_clips import encode_with_pyav, moving_shapes
 
-from open_magvit2.api import psnr_uint8
 from open_magvit2.cli import main
-from open_magvit2.data.video import iter_frames, probe_video, read_video, video_to_uint8
+from open_magvit2.data.video_io import iter_frames, probe_video, read_video, video_to_uint8
+from open_magvit2.imaging import psnr_uint8
 from open_magvit2.tokenizer.video import VideoTokenizer
 
 

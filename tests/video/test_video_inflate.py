@@ -1,4 +1,4 @@
-"""Image → video inflation (spec §4.4) against the official inflation (fixture ``video_inflation_tiny``)."""
+"""Image → video inflation (docs/design.md O-28) against the official inflation (fixture ``video_inflation_tiny``)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ def test_inflation_of_module_weights_and_training_keys(image_sd):
 
 
 def test_inflated_model_equals_image_model_on_one_frame(image_sd, tmp_path):
-    """The property proved (spec §4.4): let I be the image tokenizer with weights W, V the video tokenizer with
-    inflate(W), x any image whose size is a multiple of the factor, and x₁ = x as a 1-frame clip (B,3,1,H,W).
+    """The property proved (docs/design.md O-28): let I be the image tokenizer with weights W, V the video tokenizer
+    with inflate(W), x any image whose size is a multiple of the factor, and x₁ = x as a 1-frame clip (B,3,1,H,W).
     Then, in exact arithmetic, V.encode_latent(x₁)[:, :, 0] = I.encode_latent(x) and
     V.decode_codes(c[:, :, None])[:, :, 0] = I.decode_codes(c) for every code map c, because every inflated
     kernel is zero except its last temporal slice, which under causal zero padding multiplies the only real frame;

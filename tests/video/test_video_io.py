@@ -1,4 +1,4 @@
-"""Video files in and out (``open_magvit2.data.video``) on synthetic clips written with PyAV in the test."""
+"""Video files in and out (``open_magvit2.data.video_io``) on synthetic clips written with PyAV in the test."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 from video_clips import encode_with_pyav, moving_shapes
 
-from open_magvit2.api import psnr_uint8
-from open_magvit2.data.video import (
+from open_magvit2.data.video_io import (
     FrameGeometry,
     VideoWriter,
     iter_frames,
@@ -20,6 +19,7 @@ from open_magvit2.data.video import (
     video_to_uint8,
     write_video,
 )
+from open_magvit2.imaging import psnr_uint8
 
 T, H, W, FPS = 12, 36, 52, 10
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from open_magvit2.checkpoints.auto import load_pretrained
+from open_magvit2.registry import load_pretrained
 from open_magvit2.tokenizer import ImageTokenizer
 from open_magvit2.tokenizer.layers import CausalConv3d
 from open_magvit2.tokenizer.video import VideoTokenizer, WindowedIndices
@@ -68,7 +68,8 @@ def test_save_pretrained_roundtrip(official, tmp_path):
 
 @pytest.mark.parametrize(("frames", "latent"), [(17, 5), (9, 3), (1, 1)])
 def test_frame_count_rule(tiny_video_model, frames, latent):
-    """Two temporal downsamplings (the released levels): T = 4k+1 → k+1 latent frames → T frames (spec §4.2)."""
+    """Two temporal downsamplings (the released levels): T = 4k+1 → k+1 latent frames → T frames
+    (docs/design.md O-26)."""
     tok = tiny_video_model
     x = torch.rand(1, 3, frames, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -93,7 +94,7 @@ def test_invalid_spatial_size_says_what_is_allowed(tiny_video_model):
 
 
 def test_convolutions_are_causal_but_the_model_is_not(tiny_video_model):
-    """Documented non-causality (spec §4.2, §9 item 4): a causal conv's output at frame t ignores frames > t, yet
+    """Documented non-causality (docs/design.md O-27): a causal conv's output at frame t ignores frames > t, yet
     changing only the LAST input frame changes EVERY latent frame, because GroupNorm (encoder) normalises over all
     frames. The decoder is likewise global in time through GroupNorm and the AGN statistics."""
     torch.manual_seed(1)

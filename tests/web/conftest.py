@@ -47,7 +47,7 @@ def inputs(tmp_path_factory) -> SimpleNamespace:
     pytest.importorskip("av")
     from skimage import data
 
-    from open_magvit2.data.video import write_video
+    from open_magvit2.data.video_io import write_video
 
     d = tmp_path_factory.mktemp("web_inputs")
     Image.fromarray(data.coffee()).save(d / "coffee.png")

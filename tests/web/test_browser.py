@@ -43,10 +43,10 @@ def chromium_path() -> str | None:
 
 
 def demo_models_installed() -> bool:
-    from open_magvit2.checkpoints.hub import DEMO_MODEL_TYPES, demo_model_dir
+    from open_magvit2.checkpoints.hub import MODEL_TYPES, demo_model_dir
 
     try:
-        return all(demo_model_dir(t) for t in DEMO_MODEL_TYPES)
+        return all(demo_model_dir(t) for t in MODEL_TYPES)
     except FileNotFoundError:
         return False
 

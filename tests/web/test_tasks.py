@@ -12,11 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from open_magvit2.demo.evaluate import reconstruct_photo
+from open_magvit2.drawing import reconstruct_photo
+from open_magvit2.errors import USER_ERRORS, describe_error
 from open_magvit2.imaging import psnr_uint8
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 from open_magvit2.web import tasks
 from open_magvit2.web.models import class_names, load_models, resolve
+
+
+def readable(e: BaseException, uploads: dict[str, str] | None = None) -> str:
+    """The line the page shows (web/app.py ``guarded``)."""
+    return describe_error(e, out_of_memory=tasks.OUT_OF_MEMORY, paths=uploads)
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +103,9 @@ def test_reconstruct_image_at_original_resolution_is_the_demo_path(served, input
 def test_bad_images_give_one_readable_line(served, inputs, monkeypatch, name, original, pattern):
     monkeypatch.setattr(tasks, "MAX_ORIGINAL_PIXELS", 100_000)
     path = str(getattr(inputs, name))
-    with pytest.raises(tasks.USER_ERRORS) as e:
+    with pytest.raises(USER_ERRORS) as e:
         tasks.reconstruct_image(served.tokenizer, path, original_resolution=original)
-    msg = tasks.readable(e.value, {path: getattr(inputs, name).name})
+    msg = readable(e.value, {path: getattr(inputs, name).name})
     assert re.search(pattern, msg), msg
     assert str(inputs.d) not in msg and "\n" not in msg
 
@@ -123,9 +129,9 @@ def test_an_image_too_small_for_two_tokens(served, tmp_path):
 
 def test_readable_messages():
     e = FileNotFoundError(2, "No such file or directory", "/tmp/gradio/abc/x.png")
-    assert tasks.readable(e, {"/tmp/gradio/abc/x.png": "x.png"}) == "x.png: No such file or directory"
-    assert tasks.readable(MemoryError()).startswith("out of memory")
-    assert tasks.readable(ValueError("two\n  lines")) == "two lines"
+    assert readable(e, {"/tmp/gradio/abc/x.png": "x.png"}) == "x.png: No such file or directory"
+    assert readable(MemoryError()).startswith("out of memory")
+    assert readable(ValueError("two\n  lines")) == "two lines"
 
 
 # ---- generator tab -----------------------------------------------------------------------------------------------
@@ -167,7 +173,7 @@ def test_bad_sampling_settings(served, change, pattern):
 
 
 def test_reconstruct_clip(served, inputs, tmp_path):
-    from open_magvit2.data.video import probe_video
+    from open_magvit2.data.video_io import probe_video
 
     r = tasks.reconstruct_clip(served.video_tokenizer, inputs.clip, tmp_path)
     assert r.frames == 9 and r.size == (64, 80) and r.tokens == (3, 8, 10)  # 10 frames cut to 4k+1 = 9
@@ -177,7 +183,7 @@ def test_reconstruct_clip(served, inputs, tmp_path):
 
 
 def test_long_and_large_clips_are_cut_to_the_limits(served, tmp_path):
-    from open_magvit2.data.video import write_video
+    from open_magvit2.data.video_io import write_video
 
     frames = np.random.default_rng(0).integers(0, 255, (30, 200, 720, 3), dtype=np.uint8)
     path = write_video(tmp_path / "wide.mp4", frames, fps=30)
@@ -196,8 +202,8 @@ def test_long_and_large_clips_are_cut_to_the_limits(served, tmp_path):
 )
 def test_bad_clips_give_one_readable_line(served, inputs, tmp_path, name, pattern):
     path = str(getattr(inputs, name))
-    with pytest.raises(tasks.USER_ERRORS) as e:
+    with pytest.raises(USER_ERRORS) as e:
         tasks.reconstruct_clip(served.video_tokenizer, path, tmp_path)
-    msg = tasks.readable(e.value, {path: getattr(inputs, name).name})
+    msg = readable(e.value, {path: getattr(inputs, name).name})
     assert re.search(pattern, msg), msg
     assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,9 @@ from torch import Tensor
 
 from open_magvit2.fileio import atomic_write
 
+# what a checkpoint may hold: the ``model_type`` every checkpoint records (``registry.py`` maps each to its class)
+MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator")
+
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -108,13 +111,24 @@ RELEASES: dict[str, Release] = {
     )
 }
 HF_PREFIX = "hf://"
-TOKEN_GRID = 16  # every released tokenizer makes 16×16 token grids at its training resolution (spec §1.4, §4.3)
+TOKEN_GRID = 16  # every released tokenizer makes 16×16 grids at its training resolution (docs/design.md O-07, O-26)
 
 
 def native_size(spatial_factor: int) -> int:
     """The image size a tokenizer was trained at: ``16 × spatial_factor`` (128 for the 8× models, 256 for the 16×
     ones). The CLI's default ``--size``."""
     return TOKEN_GRID * spatial_factor
+
+
+def check_image_size(size: int, spatial_factor: int) -> int:
+    """``size`` (pixels of a square crop) when it makes a token grid the models can use: a multiple of the
+    downsampling factor, and at least 2 × 2 tokens (a 1 × 1 grid decodes to NaN: ``ImageTokenizer.decode``).
+    ``ValueError`` with a size that works otherwise."""
+    if size % spatial_factor or size // spatial_factor < 2:
+        raise ValueError(f"--size {size} must be a multiple of {spatial_factor} and at least {2 * spatial_factor} (a "
+                         f"2×2 token grid at the tokenizer's downsampling factor {spatial_factor}); e.g. --size "
+                         f"{max(2, round(size / spatial_factor)) * spatial_factor}")
+    return size
 
 
 def looks_like_path(text: str) -> bool:
@@ -127,12 +141,11 @@ def looks_like_path(text: str) -> bool:
 
 DEMO_NAME = "demo"
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "assets" / "demo"  # package data
-DEMO_MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator")
 
 
 def demo_model_dir(model_type: str | None) -> Path:
     """The ``save_pretrained`` folder of the bundled demo model of ``model_type`` (package data, no network)."""
-    if model_type not in DEMO_MODEL_TYPES:
+    if model_type not in MODEL_TYPES:  # one bundled demo model of each kind
         raise ValueError(
             "'demo' names one bundled model per class: use ImageTokenizer.from_pretrained('demo'), "
             "VideoTokenizer.from_pretrained('demo') or ImageGenerator.from_pretrained('demo')"

@@ -20,14 +20,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from open_magvit2.checkpoints.hub import WEIGHTS_NAME, read_pretrained_config, resolve_checkpoint
-from open_magvit2.checkpoints.official import check_state_dict, load_official_state_dict, loads_mapped
+from open_magvit2.checkpoints.hub import MODEL_TYPES, WEIGHTS_NAME, read_pretrained_config, resolve_checkpoint
+from open_magvit2.checkpoints.official import (
+    check_state_dict,
+    damaged_file,
+    first_sentence,
+    load_official_state_dict,
+    loads_mapped,
+)
 from open_magvit2.precision import resolve_dtype
 
-MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator")
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -36,7 +41,10 @@ class SafetensorsWeights(Mapping[str, Tensor]):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = safe_open(str(self.path), framework="pt", device="cpu")
+        try:
+            self._file = safe_open(str(self.path), framework="pt", device="cpu")
+        except SafetensorError as e:  # a short or damaged file: its header does not describe its bytes
+            raise damaged_file(self.path, f"safetensors: {first_sentence(e)}") from None
         self._keys = list(self._file.keys())
 
     def __getitem__(self, key: str) -> Tensor:

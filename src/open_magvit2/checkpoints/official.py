@@ -1,5 +1,5 @@
-"""Reading the released Open-MAGVIT2 ``.ckpt`` files (spec §0): safe loading, the EMA key map, and strict key
-checks with errors that name the keys.
+"""Reading the released Open-MAGVIT2 ``.ckpt`` files (docs/design.md O-01–O-04): safe loading, the EMA key map,
+and strict key checks with errors that name the keys.
 
 The released files are ``torch.save`` pickles of ``{"state_dict": OrderedDict}`` that contain only tensors, so
 they load with ``weights_only=True``; nothing else is ever unpickled. This module knows nothing about the models:
@@ -9,6 +9,7 @@ their architectures are read off the tensor shapes by ``tokenizer/config.py`` an
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,11 +41,13 @@ def load_official_state_dict(path: str | Path) -> dict[str, Tensor]:
                 f"{path}: refusing to load: the file needs arbitrary pickle code (not only tensors); "
                 "nothing in it was executed. Official Open-MAGVIT2 checkpoints contain only tensors."
             ) from None
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint (torch: {first_sentence(e)})") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... on damaged or foreign bytes
-        if is_zip or _looks_like_truncated_zip(path):
-            raise ValueError(f"{path}: truncated or corrupt checkpoint ({_first_line(e)})") from None
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+        if is_zip:
+            raise damaged_file(path, f"torch: {first_sentence(e)}") from None
+        if _looks_like_truncated_zip(path):  # torch's own message says nothing useful here (e.g. EINVAL from mmap)
+            raise damaged_file(path, "the zip archive that torch.save writes has no end") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint (torch: {first_sentence(e)})") from None
     if isinstance(obj, Mapping) and "state_dict" in obj:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
@@ -58,9 +61,17 @@ def loads_mapped(path: str | Path) -> bool:
     return zipfile.is_zipfile(path)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:120] if text else ''}"
+def first_sentence(e: BaseException) -> str:
+    """The first sentence of an exception's message, whole (a reader's message may go on with generic advice)."""
+    text = " ".join(str(e).split())
+    return re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].rstrip(".") or type(e).__name__
+
+
+def damaged_file(path: Path, reason: str) -> ValueError:
+    """The one line for a checkpoint or weights file that is cut short or damaged: its size, why, what to do."""
+    size = path.stat().st_size
+    return ValueError(f"{path}: truncated or corrupt checkpoint ({size:,} bytes; {reason}); download or copy it "
+                      "again")
 
 
 def _looks_like_truncated_zip(path: Path) -> bool:
@@ -70,7 +81,7 @@ def _looks_like_truncated_zip(path: Path) -> bool:
 
 
 def ema_key(name: str) -> str:
-    """``encoder.down.0.block.0.conv1.weight`` → ``model_ema.encoderdown0block0conv1weight`` (spec §0.2)."""
+    """``encoder.down.0.block.0.conv1.weight`` → ``model_ema.encoderdown0block0conv1weight`` (docs/design.md O-02)."""
     return EMA_PREFIX + name.replace(".", "")
 
 
@@ -79,14 +90,23 @@ def _is_ignored(key: str) -> bool:
     return key.startswith("loss.") or key.startswith(EMA_PREFIX + "loss") or key in EMA_SCALARS
 
 
+WEIGHTS = ("ema", "raw")
+
+
+def check_weights(weights: object) -> None:
+    """``ValueError`` unless ``weights`` names one set of weights of an official tokenizer file: ema or raw."""
+    if not isinstance(weights, str) or weights not in WEIGHTS:
+        raise ValueError(f"weights must be 'ema' (the EMA weights, as every official number) or 'raw' (the trained "
+                         f"ones), got {weights!r}")
+
+
 def tokenizer_weights(state_dict: Mapping[str, Tensor], weights: str = "ema", prefix: str = "") -> dict[str, Tensor]:
     """The encoder/decoder tensors of an official tokenizer state dict, under their module names.
 
     ``weights="ema"`` (default; what every official number uses) un-flattens ``model_ema.*``; ``"raw"`` takes
     ``encoder.*``/``decoder.*``. Keys under ``prefix`` that are neither these nor ignorable raise ``ValueError``.
     """
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    check_weights(weights)
     sd = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
     names = [k for k in sd if k.startswith(("encoder.", "decoder."))]
     if not names:

@@ -19,8 +19,10 @@ from open_magvit2.precision import set_tf32
 
 T = TypeVar("T")
 __all__ = [
+    "Unreadable",
     "add_checkpoint_args",
     "add_device_arg",
+    "add_strict_arg",
     "begin_command",
     "checkpoint_first",
     "default_to_demo",
@@ -120,7 +122,7 @@ def looks_like_checkpoint(text: str) -> bool:
 def load_checkpoint(args: argparse.Namespace, cls: type[T], hint: str) -> tuple[T, torch.device]:
     """``--checkpoint`` as a ``cls`` instance on ``--device`` in eval mode; ``ValueError`` with ``hint`` (what to
     use instead) when the file holds another kind of model."""
-    from open_magvit2.checkpoints.auto import load_pretrained
+    from open_magvit2.registry import load_pretrained
 
     device = pick_device(args.device)
     set_tf32(False)  # the inference precision policy (precision.py): float32 means float32
@@ -148,12 +150,11 @@ def default_to_demo(args: argparse.Namespace, kind: str) -> None:
 
 
 def _load_demo(args: argparse.Namespace, cls: type[T], device: torch.device) -> T:
+    from open_magvit2.registry import model_kind
     from open_magvit2.tokenizer import ImageTokenizer, Tokenizer
 
     demo_cls = ImageTokenizer if cls is Tokenizer else cls
-    kind = {"image_tokenizer": "image tokenizer", "video_tokenizer": "video tokenizer",
-            "image_generator": "generator"}.get(demo_cls.model_type, demo_cls.__name__)  # type: ignore[attr-defined]
-    default_to_demo(args, kind)
+    default_to_demo(args, model_kind(demo_cls.model_type).label)  # type: ignore[attr-defined]
     model = demo_cls.from_pretrained("demo", device=device, dtype=getattr(args, "dtype", None))  # type: ignore
     return model.eval()
 
@@ -187,10 +188,13 @@ def output_dir(path: str | Path, what: str = "output folder") -> Path:
     return path
 
 
-def output_file(path: str | Path, what: str = "output file") -> Path:
-    """Check ``path`` can be written as a file, then create its folder."""
+def output_file(path: str | Path, what: str = "output file", *, overwrite: bool = True) -> Path:
+    """Check ``path`` can be written as a file (with ``overwrite=False``: that there is none yet), then create its
+    folder."""
     path = Path(path)
     check_output_file(path, what)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{what} {path} already exists; choose a new name or delete it first")
     output_dir(path.parent, "output folder")
     return path
 
@@ -204,3 +208,46 @@ def remove_created_outputs() -> None:
             with contextlib.suppress(OSError):  # not empty: it holds a finished output, keep it
                 os.rmdir(d)
     _created.clear()
+
+
+# ---- batch jobs: the one rule for an input file that cannot be read -------------------------------------------
+
+STRICT_HELP = "stop at the first input file that cannot be read (default: skip it, go on, list it at the end, exit 2)"
+
+
+def add_strict_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
+
+
+class Unreadable:
+    """The rule of every batch command (README, "Batch jobs"): an input file that cannot be read is skipped and
+    counted and the others are processed; :meth:`check` then raises one ``ValueError`` naming them ("3 of 40 images
+    could not be read: a.png (reason), …"), so the command exits 2 with its finished outputs kept. With ``strict``
+    (``--strict``) the first such file stops the command with its own message."""
+
+    SHOWN = 5  # files named in the final line; the rest are counted
+
+    def __init__(self, total: int, what: str = "files", strict: bool = False) -> None:
+        self.total, self.what, self.strict = total, what, strict
+        self.failed: list[tuple[str, str]] = []  # (name, reason)
+
+    def skip(self, name: str, reason: str, path: str | Path | None = None) -> None:
+        """File ``name`` (at ``path``) could not be read because of ``reason``: raise under ``strict``, else count
+        it. A reason that starts with the file's path (as the readers' messages do) is shortened to the reason."""
+        prefix = next((f"{p}: " for p in (path, name) if p is not None and reason.startswith(f"{p}: ")), "")
+        if self.strict:
+            raise ValueError(reason if prefix else f"{name}: {reason}")
+        self.failed.append((name, " ".join(reason[len(prefix) :].split())))
+
+    @property
+    def names(self) -> set[str]:
+        return {name for name, _ in self.failed}
+
+    def check(self) -> None:
+        """``ValueError`` listing the skipped files, if any (the error boundary prints it and exits 2)."""
+        if not self.failed:
+            return
+        n = len(self.failed)
+        listed = ", ".join(f"{name} ({reason})" for name, reason in self.failed[: self.SHOWN])
+        more = f", and {n - self.SHOWN} more" if n > self.SHOWN else ""
+        raise ValueError(f"{n} of {self.total} {self.what} could not be read: {listed}{more}")

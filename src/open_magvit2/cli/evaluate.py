@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="Resize shorter side + CenterCrop (default: the checkpoint's native size, 16 × its "
                       "downsampling factor: 128 for imagenet_128_L, 256 for imagenet_256_L and the pretrain models)")
     size.add_argument("--original-resolution", action="store_true",
-                      help="no resize/crop: pad to the tokenizer's factor, crop back (spec §7.2), batch 1")
+                      help="no resize/crop: pad to the tokenizer's factor, crop back (the official protocol), batch 1")
     p.add_argument("--max-images", type=positive_int, default=None, help="evaluate an evenly spaced subset of N images")
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--protocol-batch-size", type=positive_int, default=4,

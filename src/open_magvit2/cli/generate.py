@@ -1,10 +1,12 @@
-"""``generate`` and ``sample-fid``: class-conditional sampling from an AR checkpoint (spec §5.8, §5.10)."""
+"""``generate`` and ``sample-fid``: class-conditional sampling from an AR checkpoint (docs/design.md O-39, O-43)."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
+from open_magvit2.checkpoints.hub import resolve_checkpoint
 from open_magvit2.cli.common import (
     add_checkpoint_args,
     add_device_arg,
@@ -15,6 +17,7 @@ from open_magvit2.cli.common import (
 )
 from open_magvit2.distributed import process_group
 from open_magvit2.generator import ImageGenerator
+from open_magvit2.generator.api import read_class_names
 from open_magvit2.generator.fid import sample_class, sample_fid_npz
 from open_magvit2.generator.sampling import check_sampling
 from open_magvit2.imaging import image_grid, save_image
@@ -28,11 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="sample class-conditional images from an AR checkpoint; write PNGs and a grid",
-        description="Sample images of the given ImageNet classes. Writes OUT/<class>/<i>.png and OUT/grid.png "
-        "(one row per class). Each class has its own seed derived from (--seed, class), so a class's images do "
+        description="Sample images of the given classes: the labels the generator was trained with (ImageNet's "
+        "1000 classes for the released AR_256_* models, the digits 0–9 for the demo generator). Writes "
+        "OUT/<class>/<i>.png and OUT/grid.png (one row per class); <class> is the class's name when the checkpoint "
+        "records names (classes.json in a save_pretrained folder, as `export` writes for a run on named class "
+        "folders), else its id. Each class has its own seed derived from (--seed, class), so a class's images do "
         "not depend on which other classes are requested.",
     )
-    p.add_argument("--classes", type=int, nargs="+", required=True, help="class ids, e.g. 207 360")
+    p.add_argument("--classes", type=int, nargs="+", required=True,
+                   help="class ids in [0, number of classes), e.g. 207 360 (ImageNet) or 3 7 (demo digits)")
     p.add_argument("--num-per-class", type=positive_int, default=4, help="images per class (default 4)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _add_sampling(p, seed=0)
@@ -112,18 +119,31 @@ def run_generate(args: argparse.Namespace) -> int:
     output_dir(args.output)
     gen = _load(args)
     _check_classes(args.classes, gen)
+    names = read_class_names(resolve_checkpoint(args.checkpoint, gen.model_type), gen.config.num_classes)
+    folders = class_folders(args.classes, names)
     tiles = []
     for cls in args.classes:
         images = sample_class(
             gen, cls, args.num_per_class, seed=args.seed, batch_size=args.batch_size, progress=True, **sampling
         )
         for i, im in enumerate(images):
-            save_image(im, args.output / str(cls) / f"{i}.png")
+            save_image(im, args.output / folders[cls] / f"{i}.png")
         tiles.extend(images)
-        print(f"class {cls}: {len(images)} images → {args.output / str(cls)}")
+        label = f"class {cls}" + (f" ({names[cls]})" if names else "")
+        print(f"{label}: {len(images)} images → {args.output / folders[cls]}")
     save_image(image_grid(tiles, columns=args.num_per_class), args.output / "grid.png")
     print(f"grid → {args.output / 'grid.png'}")
     return 0
+
+
+def class_folders(classes: list[int], names: list[str] | None) -> dict[int, str]:
+    """The output folder of each class: its name made safe for a file name (letters, digits, ``.``, ``-``, ``_``),
+    or its id when the checkpoint names no classes or two names would share a folder."""
+    if names is None:
+        return {c: str(c) for c in classes}
+    safe = {c: re.sub(r"[^\w.-]+", "_", names[c]).strip("._") for c in classes}
+    clash = {f for f in safe.values() if list(safe.values()).count(f) > 1}
+    return {c: f if f and f not in clash else f"{c}_{f}".rstrip("_") for c, f in safe.items()}
 
 
 def run_sample_fid(args: argparse.Namespace) -> int:

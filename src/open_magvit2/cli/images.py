@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from open_magvit2.checkpoints.hub import native_size
-from open_magvit2.cli.common import positive_int
+from open_magvit2.cli.common import Unreadable, add_strict_arg, positive_int
 from open_magvit2.fileio import InputFile, atomic_write
 from open_magvit2.imaging import load_image, pad_to_multiple
 from open_magvit2.progress import progress
@@ -32,6 +32,7 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding processes (default: min(4, CPUs); 0 = in the main process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_strict_arg(p)
 
 
 def image_size(args: argparse.Namespace, factor: int) -> int | None:
@@ -61,21 +62,26 @@ class _Images(Dataset):
             return i, None, None, str(e)
         if self.size is not None:
             return i, x[0], None, ""
-        padded, box = pad_to_multiple(x, self.factor)  # spec §7.2: zero padding, centred, cropped back later
+        padded, box = pad_to_multiple(x, self.factor)  # docs/design.md O-49: zero padding, centred, cropped back later
         return i, padded[0], box, ""
 
 
 def image_batches(
-    args: argparse.Namespace, files: list[InputFile], size: int | None, factor: int, desc: str
+    args: argparse.Namespace, files: list[InputFile], size: int | None, factor: int, desc: str,
+    unreadable: Unreadable,
 ) -> Iterator[tuple[list[int], Tensor, list[Box | None]]]:
     """(positions, images (B, 3, H, W) in [−1, 1], boxes) with at most ``--batch-size`` images of one shape each,
-    decoded by ``--workers`` processes. A file that cannot be read stops the run with one line naming it."""
+    decoded by ``--workers`` processes. A file that cannot be read goes to ``unreadable`` (the batch rule: skipped
+    and reported at the end, or with ``--strict`` the end of the run)."""
     loader = DataLoader(_Images(files, size, factor), batch_size=args.batch_size, num_workers=max(0, args.workers),
                         collate_fn=list)
-    for items in progress(loader, len(loader), desc, enabled=not args.no_progress, unit="batch"):
-        for _, _, _, error in items:
-            if error:
-                raise ValueError(error)
+    for batch in progress(loader, len(loader), desc, enabled=not args.no_progress, unit="batch"):
+        items = []
+        for item in batch:
+            if item[3]:
+                unreadable.skip(files[item[0]].name, item[3], files[item[0]].path)
+            else:
+                items.append(item)
         start = 0
         for end in range(1, len(items) + 1):  # runs of equal shape (original resolution mixes sizes)
             if end == len(items) or items[end][1].shape != items[start][1].shape:

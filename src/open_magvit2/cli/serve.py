@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import signal
+import socket
 import sys
 import time
 
-from open_magvit2.cli.common import add_device_arg, positive_int
+from open_magvit2.cli.common import add_device_arg
 
 MODEL_HELP = ("a checkpoint (save_pretrained folder, official .ckpt, released name or hub repo id), 'demo' for the "
               "bundled demo model, or 'none' to leave the tab out (default: the demo model when bundled)")
@@ -30,9 +32,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to every "
                    "machine that can reach this one, with no login)")
-    p.add_argument("--port", type=positive_int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=port_number, default=7860, help="port, 1–65535 (default 7860)")
     add_device_arg(p)
     p.set_defaults(func=run_serve)
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return value
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail now, before the models load, when the server could not listen on ``host:port``, saying why: a host name
+    that does not resolve, an address of another machine, a port in use or one that needs administrator rights."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise OSError(f"--host {host}: no such host ({e.strerror}); pass an address of this machine: 127.0.0.1 (this "
+                      "machine only) or 0.0.0.0 (every network)") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a closing socket is no obstacle
+        try:
+            s.bind(address)
+        except OSError as e:
+            why = {errno.EADDRINUSE: "another program is using the port; pass another --port",
+                   errno.EADDRNOTAVAIL: f"{host} is not an address of this machine; pass 127.0.0.1 or 0.0.0.0",
+                   errno.EACCES: "ports below 1024 need administrator rights; pass another --port (e.g. 7860)"}
+            raise OSError(f"cannot listen on {host}:{port}: {why.get(e.errno or 0, e.strerror)}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -61,6 +92,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ImportError(f"serve needs the web extra: pip install open-magvit2[web] ({e})") from None
     from open_magvit2.web.models import load_models
 
+    check_listen(args.host, args.port)
     models = load_models(args.tokenizer, args.video_tokenizer, args.generator, args.device)
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app (no login)",

@@ -13,9 +13,12 @@ import numpy as np
 import torch
 
 from open_magvit2.cli.common import (
+    Unreadable,
     add_checkpoint_args,
     add_device_arg,
+    add_strict_arg,
     checkpoint_first,
+    default_to_demo,
     load_checkpoint,
     output_dir,
     positive_int,
@@ -29,7 +32,6 @@ from open_magvit2.cli.images import (
     read_sidecar,
     write_sidecar,
 )
-from open_magvit2.data import tokens as token_sets
 from open_magvit2.fileio import InputFile, find_files, write_npy
 from open_magvit2.imaging import IMAGE_SUFFIXES, crop_box, image_grid, psnr_uint8, save_image, to_uint8
 from open_magvit2.progress import progress
@@ -76,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_arg(p, dtype=True)
     p.add_argument("--batch-size", type=positive_int, default=8, help="token grids per forward pass (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_strict_arg(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.set_defaults(func=run_detokenize)
 
@@ -118,8 +121,9 @@ def _prepare(args: argparse.Namespace) -> tuple[ImageTokenizer, torch.device, li
 @torch.inference_mode()
 def run_reconstruct(args: argparse.Namespace) -> int:
     tok, device, files, size, out = _prepare(args)
+    unreadable = Unreadable(len(files), "images", args.strict)
     scores = []
-    for idx, x, boxes in image_batches(args, files, size, tok.config.spatial_factor, "reconstruct"):
+    for idx, x, boxes in image_batches(args, files, size, tok.config.spatial_factor, "reconstruct", unreadable):
         rec = tok.decode(tok.encode(x.to(device))).cpu()  # (B, 3, H, W), unclamped
         for j, i in enumerate(idx):
             orig, recon = x[j], rec[j]
@@ -132,6 +136,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
             print(f"{files[i].path}\tPSNR {scores[-1]:.2f} dB")
     if len(scores) > 1:
         print(f"mean PSNR {np.mean(scores):.2f} dB over {len(scores)} images → {out}")
+    unreadable.check()
     return 0
 
 
@@ -141,57 +146,45 @@ def run_tokenize(args: argparse.Namespace) -> int:
         raise ValueError("--shards needs one token grid size for all images: pass --size, not --original-resolution")
     if args.labels != "none" and not args.shards:
         raise ValueError("--labels goes with --shards (per-image .npy files carry no label)")
-    tok, device, files, size, out = _prepare(args)
     if args.shards:
-        return _tokenize_shards(args, tok, device, files, size, out)
-    for idx, x, boxes in image_batches(args, files, size, tok.config.spatial_factor, "tokenize"):
+        return _tokenize_set(args)
+    tok, device, files, size, out = _prepare(args)
+    unreadable = Unreadable(len(files), "images", args.strict)
+    for idx, x, boxes in image_batches(args, files, size, tok.config.spatial_factor, "tokenize", unreadable):
         indices = tok.encode(x.to(device)).cpu().numpy().astype(np.int64)  # (B, h, w)
         for j, i in enumerate(idx):
             target = out / f"{files[i].stem}.npy"
             write_npy(target, indices[j])
             write_sidecar(target.with_suffix(".json"), indices[j], boxes[j])
             print(f"{files[i].path}\t{target}\t{indices.shape[1]}×{indices.shape[2]} tokens")
+    unreadable.check()
     return 0
 
 
-def _folder_labels(files: list[InputFile]) -> tuple[np.ndarray, list[str]]:
-    tops = [f.name.split("/")[0] if "/" in f.name else None for f in files]
-    if None in tops:
-        bad = files[tops.index(None)]
-        raise ValueError(f"--labels folders: {bad.path} is not inside a class sub-folder of the input folder")
-    classes = sorted(set(tops))  # type: ignore[arg-type]
-    lookup = {c: i for i, c in enumerate(classes)}
-    return np.array([lookup[t] for t in tops], dtype=np.int64), classes
+def _tokenize_set(args: argparse.Namespace) -> int:
+    """``--shards``: one token set, written by the one writer of the format, ``tokenize-dataset``'s
+    (``data/pretokenize.py``): the same shards, index, tokenizer copy and resume rule."""
+    from open_magvit2.data.pretokenize import tokenize_dataset  # imports the data pipelines: only for --shards
 
-
-def _shard_done(out: Path, c: int, keys: list[str]) -> bool:
-    return token_sets.shard_is_complete(out, c) and token_sets.read_shard_keys(out, c) == keys
-
-
-def _tokenize_shards(args: argparse.Namespace, tok: ImageTokenizer, device: torch.device, files: list[InputFile],
-                     size: int | None, out: Path) -> int:
-    """Shard c holds files [c·S, (c+1)·S); a shard already complete with the same keys is kept (resume)."""
-    n, s = len(files), args.shard_size
-    labels, classes = _folder_labels(files) if args.labels == "folders" else (np.full(n, -1, np.int64), None)
-    keys = [f.name for f in files]
-    shards = [range(c * s, min(n, (c + 1) * s)) for c in range(-(-n // s))]
-    todo = [c for c, r in enumerate(shards) if not _shard_done(out, c, keys[r.start : r.stop])]
-    pending = [files[i] for c in todo for i in shards[c]]  # whole shards, in order
-    buf: list[np.ndarray] = []
-    for _, x, _ in image_batches(args, pending, size, tok.config.spatial_factor, "tokenize"):
-        buf += list(tok.encode(x.to(device)).cpu().numpy())  # (h, w) int64 each, in file order
-        while todo and len(buf) >= len(shards[todo[0]]):  # the next shard is complete: write it
-            r = shards[todo.pop(0)]
-            token_sets.write_shard(out, r.start // s, np.stack(buf[: len(r)]), labels[r.start : r.stop],
-                                   keys[r.start : r.stop])
-            buf = buf[len(r) :]
-    meta = {"bits": tok.config.z_channels, "tokenizer": str(args.checkpoint), "size": size,
-            "source": [str(i) for i in args.inputs], "num_classes": len(classes) if classes else None}
-    if classes:
-        token_sets.write_classes(out, classes)
-    index = token_sets.finalize_index(out, meta, len(shards))
-    print(f"{index['num_samples']} images → {out} ({len(shards)} shard(s), {len(pending)} images encoded now, grid "
+    checkpoint_first(args)
+    if len(args.inputs) != 1:
+        raise ValueError(f"--shards reads one image folder or WebDataset shards (a .tar, a folder of them or a "
+                         f"brace pattern), got {len(args.inputs)} inputs; put the images in one folder")
+    if args.dtype != "fp32":
+        raise ValueError("--shards encodes in float32, so the token set holds exactly the indices tokenize gives; "
+                         "drop --dtype")
+    output_dir(args.output)
+    default_to_demo(args, "image tokenizer")
+    index = tokenize_dataset(args.checkpoint, args.inputs[0], args.size, args.output, batch_size=args.batch_size,
+                             shard_size=args.shard_size, weights=args.weights, device=args.device,
+                             num_workers=max(0, args.workers), labels=args.labels, strict=args.strict,
+                             verbose=not args.no_progress)
+    print(f"{index['num_samples']} images → {args.output} ({len(index['shards'])} shard(s), grid "
           f"{index['grid'][0]}×{index['grid'][1]})")
+    unreadable = Unreadable(index["num_samples"] + len(index["skipped"]), "images")
+    for key, reason in index["skipped"]:  # the batch rule: the set is finished without them, exit 2
+        unreadable.skip(key, reason)
+    unreadable.check()
     return 0
 
 
@@ -201,22 +194,31 @@ def run_detokenize(args: argparse.Namespace) -> int:
     files = find_files(args.tokens, (".npy",), "token")
     out = output_dir(args.output)
     tok, device = load_checkpoint(args, ImageTokenizer, VIDEO_HINT)
+    unreadable = Unreadable(len(files), "token files", args.strict)
     for f in progress(files, len(files), "detokenize", enabled=not args.no_progress, unit="file"):
-        arr = load_token_file(f.path)
-        box = read_sidecar(f.path.with_suffix(".json"), arr)
-        grids = torch.from_numpy(arr).reshape(-1, *arr.shape[-2:])  # (B, h, w)
-        for start in range(0, len(grids), args.batch_size):
-            rec = tok.decode(grids[start : start + args.batch_size].to(device)).cpu()
-            if box is not None:
-                rec = crop_box(rec, box)
-            for j, image in enumerate(rec, start):
-                save_image(image, out / (f"{f.stem}.png" if arr.ndim == 2 else f"{f.stem}_{j}.png"))
+        written: list[Path] = []
+        try:  # a file that cannot be read or decoded: the batch rule, and none of its images is left
+            arr = load_token_file(f.path)
+            box = read_sidecar(f.path.with_suffix(".json"), arr)
+            grids = torch.from_numpy(arr).reshape(-1, *arr.shape[-2:])  # (B, h, w)
+            for start in range(0, len(grids), args.batch_size):
+                rec = tok.decode(grids[start : start + args.batch_size].to(device)).cpu()
+                if box is not None:
+                    rec = crop_box(rec, box)
+                for j, image in enumerate(rec, start):
+                    written.append(save_image(image, out / (f"{f.stem}.png" if arr.ndim == 2 else f"{f.stem}_{j}.png")))
+        except (ValueError, TypeError) as e:
+            for path in written:
+                path.unlink(missing_ok=True)
+            unreadable.skip(f.name, str(e), f.path)
+            continue
         print(f"{f.path}\t{len(grids)} image(s) → {out}")
+    unreadable.check()
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from open_magvit2.checkpoints.auto import load_pretrained
+    from open_magvit2.registry import load_pretrained
 
     output_dir(args.output)
     model = load_pretrained(args.checkpoint, weights=args.weights)

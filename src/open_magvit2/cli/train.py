@@ -29,7 +29,9 @@ examples:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, type=Path, help="recipe YAML (configs/...)")
+    p.add_argument("--config", "-c", required=True, metavar="RECIPE",
+                   help="a recipe YAML file, or the name of a shipped one (tiny, imagenet_128_L, demo/…; "
+                        "docs/training.md lists them)")
     p.add_argument("--data", required=True, help="training data (see docs/training.md)")
     p.add_argument("--output", required=True, type=Path, help="run directory (must be empty unless --resume)")
     p.add_argument("--max-steps", type=int, default=None, help="optimiser steps (overrides run.max_steps/epochs)")
@@ -81,12 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="write a run's newest checkpoint as a save_pretrained directory (from_pretrained loads it)",
-        description="Export the EMA (default) or raw weights of RUN_DIR's newest checkpoint, or of a given "
-        "checkpoint directory, into OUT_DIR.",
+        description="Export the weights of RUN_DIR's newest intact checkpoint, or of a given checkpoint directory, "
+        "into OUT_DIR: by default the run's own result (its EMA weights when its recipe keeps them, else the "
+        "trained ones). A checkpoint whose weights are not finite is never exported.",
     )
     p.add_argument("run", type=Path, metavar="RUN_DIR", help="run directory or checkpoint directory")
     p.add_argument("out", type=Path, metavar="OUT_DIR", help="output directory (new or empty)")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights (default: ema)")
+    p.add_argument("--weights", choices=("ema", "raw"), default=None,
+                   help="ema or raw (default: EMA when the run keeps one, else the trained weights)")
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("plot-run", help="draw a run's metrics.jsonl as PNG curves",
@@ -97,9 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_tokenize_args(p: argparse.ArgumentParser) -> None:
-    from open_magvit2.cli.common import add_device_arg, positive_int
+    from open_magvit2.cli.common import add_device_arg, add_strict_arg, positive_int
 
-    p.add_argument("--checkpoint", default=None,
+    p.add_argument("--checkpoint", "-c", default=None,
                    help="the tokenizer: an official tokenizer or AR .ckpt (an AR file gives its own first stage), a "
                         "save_pretrained folder or a released name (default: the bundled demo image tokenizer)")
     p.add_argument("--data", required=True, help="image folder (class subfolders give the labels) or WebDataset .tar "
@@ -113,7 +117,9 @@ def _add_tokenize_args(p: argparse.ArgumentParser) -> None:
                    help="which weights of an official tokenizer .ckpt (default: ema; AR files hold raw ones)")
     p.add_argument("--shard-size", type=positive_int, default=4096,
                    help="images per token shard for an image folder (default: 4096; WebDataset: one per .tar)")
-    p.add_argument("--num-workers", type=int, default=2, help="image decoding workers per rank (default: 2)")
+    p.add_argument("--workers", "--num-workers", dest="num_workers", type=int, default=2,
+                   help="image-decoding processes per rank (default: 2; 0 = in the main process)")
+    add_strict_arg(p)
     add_device_arg(p)
 
 
@@ -124,8 +130,8 @@ def _run_section(args: argparse.Namespace) -> dict:
 
 def run_trainer(args: argparse.Namespace) -> int:
     """``train-tokenizer`` / ``train-generator`` (``args.kind``): load the recipe, train, say where the run is."""
-    from open_magvit2.train.config import load_recipe
-    from open_magvit2.train.run import NonFiniteError
+    from open_magvit2.train.config import load_recipe, resolve_recipe
+    from open_magvit2.train.guard import NonFiniteError
 
     kind = args.kind
     if kind == "tokenizer":
@@ -134,7 +140,7 @@ def run_trainer(args: argparse.Namespace) -> int:
     else:
         from open_magvit2.train.generator import GeneratorTrainConfig as Config
         from open_magvit2.train.generator import train_generator as train
-    cfg = load_recipe(Config, args.config, args.overrides, run=_run_section(args))
+    cfg = load_recipe(Config, resolve_recipe(args.config, kind), args.overrides, run=_run_section(args))
     try:
         out = train(cfg, args.data, args.output, resume=args.resume)
     except NonFiniteError as e:  # the guard's verdict: exit 1, a training failure rather than a usage error
@@ -160,8 +166,13 @@ def run_tokenize_dataset(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from open_magvit2.train.export import export_run
 
+    import json
+
+    from open_magvit2.checkpoints.hub import CONFIG_NAME
+
     out = export_run(args.run, args.out, weights=args.weights)
-    print(f"exported → {out}")
+    meta = json.loads((out / CONFIG_NAME).read_text()).get("metadata", {})
+    print(f"exported the {meta.get('weights')} weights of step {meta.get('step')} → {out}")
     return 0
 
 

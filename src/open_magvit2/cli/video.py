@@ -1,8 +1,8 @@
 """``reconstruct-video`` and ``tokenize-video``: the video tokenizer on video files, window by window.
 
 A video is decoded lazily and cut into windows of ``--window`` frames (17 for the released model, like Cosmos's
-``temporal_window``). Each window is an independent clip for the model (spec §4.2: it is not causal, so windows
-must not share state), so peak memory depends on the window, not on the length of the video. The last window is
+``temporal_window``). Each window is an independent clip for the model (docs/design.md O-27: it is not causal, so
+windows must not share state), so peak memory depends on the window, not on the length of the video. The last window is
 padded by repeating its last frame; the padding is dropped from every output. Frames larger than 256² pixels
 are cut into overlapping spatial tiles (``--tile``), so a 1080p video needs the memory of a 256² one.
 """
@@ -29,7 +29,7 @@ from open_magvit2.cli.common import (
     positive_float,
     positive_int,
 )
-from open_magvit2.data.video import VideoWriter, iter_frames, probe_video, uint8_to_video, video_to_uint8
+from open_magvit2.data.video_io import VideoWriter, iter_frames, probe_video, uint8_to_video, video_to_uint8
 from open_magvit2.fileio import atomic_write, write_npy
 from open_magvit2.imaging import psnr_uint8
 from open_magvit2.progress import progress

@@ -1,10 +1,11 @@
-"""Training video clips (spec §6.3): a window of ``frames`` consecutive frames per video per epoch, decoded alone.
+"""Training video clips (docs/design.md O-47): a window of ``frames`` consecutive frames per video per epoch,
+decoded alone.
 
-The official UCF-101 loader decodes every whole video with decord and then keeps a random 17-frame window (spec
-§9 item 21). :func:`read_clip` opens the file with PyAV, decodes the first frame (size, first timestamp), picks
-the window from the container's frame count, seeks to the key frame before it and stops after its last frame,
+The official UCF-101 loader decodes every whole video with decord and then keeps a random 17-frame window
+(docs/design.md O-47). :func:`read_clip` opens the file with PyAV, decodes the first frame (size, first timestamp),
+picks the window from the container's frame count, seeks to the key frame before it and stops after its last frame,
 so only the frames of one group of pictures plus the window are decoded. The frames it returns are the frames
-``[start, start + frames)`` that ``data.video.read_video`` returns for the same ``fps`` (exact for constant
+``[start, start + frames)`` that ``data.video_io.read_video`` returns for the same ``fps`` (exact for constant
 frame-rate videos; ``tests/data`` checks it): ``fps=None`` keeps the native rate, otherwise output frame k shows
 the source frame on screen at k/fps.
 
@@ -32,10 +33,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from open_magvit2.data.images import describe
 from open_magvit2.data.sampler import AUGMENT, FolderIndex, check_split, sample_rng, scan_folder
-from open_magvit2.data.stream import BatchStream, IndexedSource, Sample
-from open_magvit2.data.video import INSTALL_HINT, VIDEO_SUFFIXES, FrameGeometry, uint8_to_video
+from open_magvit2.data.stream import BatchStream, IndexedSource, Sample, describe
+from open_magvit2.data.video_io import INSTALL_HINT, VIDEO_SUFFIXES, FrameGeometry, uint8_to_video
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def _decoded(container: Any, stream: Any) -> Iterator[Any]:
 
 
 class _Timeline:
-    """Output frame k ↔ time k · step after the first frame (``data.video.iter_frames``' rule)."""
+    """Output frame k ↔ time k · step after the first frame (``data.video_io.iter_frames``' rule)."""
 
     def __init__(self, stream: Any, first: Any, fps: float | None) -> None:
         rate = stream.average_rate or stream.guessed_rate
@@ -140,7 +140,7 @@ def _plan(
     elif start < 0 or (total is not None and start > total - frames):
         raise ValueError(f"a clip of {frames} frames cannot start at frame {start} of {total}")
     geometry = FrameGeometry.plan(first.height, first.width, size=size, crop=size)
-    if rng is not None:  # RandomCrop: one offset for every frame (spec §6.3)
+    if rng is not None:  # RandomCrop: one offset for every frame (docs/design.md O-47)
         top, left = (int(rng.integers(0, n - size + 1)) for n in (geometry.resize_h, geometry.resize_w))
         geometry = dataclasses.replace(geometry, top=top, left=left)
     return start, geometry

@@ -1,66 +1,23 @@
-"""Training images: the official transform (spec §6.1) and the image batch stream over a folder or shards.
+"""Training images: the image batch stream over a folder or WebDataset shards, with the official transform
+(``transforms.py``).
 
-Transform, as the official ``ImageNet`` loader: PIL RGB → shorter side to ``size`` (bilinear with antialiasing,
-torchvision's ``Resize``) → a random ``size``×``size`` crop for training (``RandomCrop``) or the centre crop
-(``CenterCrop``) → ``uint8 / 127.5 − 1``. No flip in the official recipe (``flip=True`` adds one, p = 0.5). The
-crop offsets and the flip come from ``sample_rng(seed, AUGMENT, epoch, sample)``, never from a global RNG.
-
-``build_image_stream`` reads an image folder recursively (ImageNet's synset layout gives the labels, spec §6.1)
-or WebDataset tar shards (``webdataset.py``), and returns a :class:`~open_magvit2.data.stream.BatchStream`.
+``build_image_stream`` reads an image folder recursively (ImageNet's synset layout gives the labels,
+docs/design.md O-45) or WebDataset tar shards (``webdataset.py``), and returns a
+:class:`~open_magvit2.data.stream.BatchStream`.
 """
 
 from __future__ import annotations
 
-import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from torch import Tensor
 from torch.utils.data import Dataset
 
 from open_magvit2.data.sampler import AUGMENT, FolderIndex, check_split, sample_rng, scan_folder
-from open_magvit2.data.stream import BatchStream, IndexedSource, Sample, Source
-from open_magvit2.imaging import IMAGE_SUFFIXES, _to_8bit, center_crop, pil_to_tensor, resize_shorter_side
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """PIL image → float32 (3, size, size) in [−1, 1], with the official arithmetic (module docstring)."""
-
-    size: int
-    random_crop: bool = True
-    flip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError(f"size must be a positive number of pixels, got {self.size}")
-
-    def __call__(self, img: Image.Image, rng: np.random.Generator) -> Tensor:
-        img = resize_shorter_side(img.convert("RGB"), self.size)
-        if self.random_crop:  # RandomCrop: top then left, each uniform over the valid offsets
-            w, h = img.size
-            top, left = int(rng.integers(0, h - self.size + 1)), int(rng.integers(0, w - self.size + 1))
-            img = img.crop((left, top, left + self.size, top + self.size))
-        else:
-            img = center_crop(img, self.size)
-        if self.flip and rng.random() < 0.5:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return pil_to_tensor(img)[0]  # (3, size, size)
-
-
-def decode_image(data: bytes | Path, name: str = "") -> Image.Image:
-    """Read an encoded image (bytes or a file) fully into memory as RGB, 16-bit greyscale by its high byte as
-    ``imaging.load_image``; raises what PIL raises."""
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-        return _to_8bit(im, Path(name or str(data))).convert("RGB")
-
-
-def describe(err: BaseException) -> str:
-    """One line for a bad-sample warning."""
-    return " ".join(f"{type(err).__name__}: {err}".split())
+from open_magvit2.data.stream import BatchStream, IndexedSource, Sample, Source, describe
+from open_magvit2.data.transforms import ImageTransform
+from open_magvit2.data.webdataset import ShardSource
+from open_magvit2.imaging import IMAGE_SUFFIXES, decode_image
 
 
 class FolderImages(Dataset[Sample]):
@@ -119,8 +76,6 @@ def build_image_stream(
     check_split(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, num_workers=num_workers)
     transform = ImageTransform(size=size, random_crop=random_crop, flip=flip)
     if is_shard_source(source):
-        from open_magvit2.data.webdataset import ShardSource
-
         src: Source = ShardSource(
             source,
             transform=transform,

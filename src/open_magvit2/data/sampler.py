@@ -23,7 +23,7 @@ import numpy as np
 # Stream tags keep the random streams of different purposes apart (SeedSequence entropy is a list of ints).
 ORDER, SHUFFLE, AUGMENT = 1, 2, 3
 
-# Spec §6.1: the official ImageNet loader always leaves out this one file.
+# docs/design.md O-45: the official ImageNet loader always leaves out this one file.
 OFFICIAL_EXCLUDED = frozenset({"n06596364_9591.JPEG"})
 
 
@@ -64,7 +64,7 @@ class FolderIndex:
     """The files of a dataset folder, sorted by relative path, with their class labels.
 
     ``class_names[label]`` is the top-level folder of each class (ImageNet's synsets, UCF-101's actions), in
-    sorted order (spec §6.1). A flat folder has one class named after the folder and every label is 0.
+    sorted order (docs/design.md O-45). A flat folder has one class named after the folder and every label is 0.
     """
 
     root: Path

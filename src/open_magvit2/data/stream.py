@@ -48,6 +48,11 @@ class Sample:
     error: str | None = None
 
 
+def describe(err: BaseException) -> str:
+    """The reason a sample is bad, in one line (``Sample.error``, the warnings and the error above the limit)."""
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
 def collate(samples: Sequence[Sample]) -> dict[str, Any]:
     """Samples of one batch position → {"pixels", "label", "key", "bad", "position", "slots"} (runs in workers)."""
     good = [s for s in samples if s.error is None]

@@ -2,14 +2,17 @@
 
 One format serves ``tokenize`` (a folder of images → one token set), ``tokenize-dataset`` (a training set,
 under torchrun) and generator training, which reads the shards with random access and never runs the tokenizer
-(the official AR loop re-encodes every image at every step, spec §5.1)::
+(the official AR loop re-encodes every image at every step; docs/design.md O-30, and O-11 for the indices)::
 
     TOKENS_DIR/
       index.json                  format, version, grid [h, w], bits, views, dtype, num_samples, shards, tokenizer, ...
       classes.json                optional: class names, label i = classes[i]
-      shard-000000.tokens.npy     (n, V, h, w) int32 (int64 above 31 bits): full LSB-first LFQ indices (spec §2.2)
+      shard-000000.tokens.npy     (n, V, h, w) int32 (int64 above 31 bits): full LSB-first LFQ indices (O-11)
       shard-000000.labels.npy     (n,) int64 class labels, −1 when unlabelled
       shard-000000.keys.json      n source keys (relative paths or WebDataset keys)
+      shard-000000.skipped.json   optional: [key, reason] of the chunk's images that could not be read
+      tokenizer/                  optional: the tokenizer that made the tokens (save_pretrained), so the set is
+                                  self-contained (the generator trainer decodes samples with it, export ships it)
 
 ``V`` is the number of augmented views per image (1; 2 with flips; 10 with ten-crop). Shard ``c`` holds a fixed
 chunk of the sample list, so a run can be resumed shard by shard under any number of ranks: each file is written
@@ -40,6 +43,7 @@ FORMAT = "open-magvit2-tokens"
 VERSION = 1
 INDEX_NAME = "index.json"
 CLASSES_NAME = "classes.json"
+TOKENIZER_DIR = "tokenizer"
 
 
 class ShardFiles(NamedTuple):
@@ -67,6 +71,21 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write(path, write)
 
 
+def skipped_file(directory: str | Path, shard_id: int) -> Path:
+    return Path(directory) / f"shard-{shard_id:06d}.skipped.json"
+
+
+def write_skipped(directory: str | Path, shard_id: int, skipped: Sequence[tuple[str, str]]) -> None:
+    """Record the (key, reason) of the images shard ``shard_id`` leaves out (none: remove the record). Write it
+    before the shard itself: the shard's keys file, written last, marks both complete."""
+    path = skipped_file(directory, shard_id)
+    if skipped:
+        bad = [[str(k), str(why)] for k, why in skipped]
+        atomic_write(path, lambda p: p.write_text(json.dumps(bad)))
+    else:
+        path.unlink(missing_ok=True)
+
+
 def write_shard(
     directory: str | Path, shard_id: int, tokens: np.ndarray, labels: np.ndarray | Sequence[int], keys: Sequence[str]
 ) -> ShardFiles:
@@ -92,6 +111,13 @@ def write_shard(
     return files
 
 
+def remove_shard(directory: str | Path, shard_id: int) -> None:
+    """Delete shard ``shard_id``'s files, its keys (the completion mark) first."""
+    files = shard_files(directory, shard_id)
+    for path in (files.keys, files.tokens, files.labels, skipped_file(directory, shard_id)):
+        path.unlink(missing_ok=True)
+
+
 def shard_is_complete(directory: str | Path, shard_id: int) -> bool:
     files = shard_files(directory, shard_id)
     return all(p.is_file() for p in files)
@@ -101,16 +127,23 @@ def read_shard_keys(directory: str | Path, shard_id: int) -> list[str]:
     return json.loads(shard_files(directory, shard_id).keys.read_text())
 
 
+def read_shard_skipped(directory: str | Path, shard_id: int) -> list[list[str]]:
+    """[key, reason] of the images shard ``shard_id`` left out (empty when it left none out)."""
+    path = skipped_file(directory, shard_id)
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def finalize_index(directory: str | Path, meta: Mapping[str, Any], num_shards: int) -> dict[str, Any]:
     """Verify shards ``0 .. num_shards − 1`` and write ``index.json``; returns the index.
 
     ``meta`` must hold ``bits`` (K) and may hold anything else worth recording (``tokenizer``, ``size``,
     ``augment``, ``num_classes``, ``source``). Raises ``ValueError`` naming the first problem: a missing shard,
-    inconsistent shapes, indices outside [0, 2^K), or a key that appears twice.
+    inconsistent shapes, indices outside [0, 2^K), or a key that appears twice. The index lists the images the
+    shards left out (``skipped``: [key, reason] pairs).
     """
     directory = Path(directory)
     bits = int(meta["bits"])
-    shards, seen, shape = [], set(), None
+    shards, seen, shape, skipped = [], set(), None, []
     for c in range(num_shards):
         if not shard_is_complete(directory, c):
             raise ValueError(f"{directory}: shard {c} of {num_shards} is missing or incomplete; resume the run")
@@ -131,8 +164,10 @@ def finalize_index(directory: str | Path, meta: Mapping[str, Any], num_shards: i
             raise ValueError(f"{files.keys}: duplicated sample keys, e.g. {sorted(dup)[:3] or keys[:1]}")
         seen.update(keys)
         shards.append({"id": c, "count": len(tok)})
-    if shape is None:
-        raise ValueError(f"{directory}: no samples were tokenised")
+        skipped += read_shard_skipped(directory, c)
+    if shape is None or not any(s["count"] for s in shards):
+        raise ValueError(f"{directory}: no samples were tokenised" + (
+            f"; none of the images could be read, e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else ""))
     index = {
         "format": FORMAT,
         "version": VERSION,
@@ -142,6 +177,7 @@ def finalize_index(directory: str | Path, meta: Mapping[str, Any], num_shards: i
         "grid": list(shape[1:]),
         "num_samples": sum(s["count"] for s in shards),
         "shards": shards,
+        "skipped": skipped,
     }
     atomic_write(directory / INDEX_NAME, lambda p: p.write_text(json.dumps(index, indent=2) + "\n"))
     return index
@@ -149,6 +185,13 @@ def finalize_index(directory: str | Path, meta: Mapping[str, Any], num_shards: i
 
 def write_classes(directory: str | Path, classes: Sequence[str]) -> Path:
     return atomic_write(Path(directory) / CLASSES_NAME, lambda p: p.write_text(json.dumps(list(classes), indent=1)))
+
+
+def token_set_tokenizer(directory: str | Path) -> Path | None:
+    """The ``save_pretrained`` folder of the tokenizer that made a token set, or None when it holds none."""
+    info = read_index(directory).get("tokenizer") or {}
+    path = Path(directory) / str(info.get("path", TOKENIZER_DIR)) if isinstance(info, dict) else None
+    return path if path is not None and (path / "config.json").is_file() else None
 
 
 def read_index(directory: str | Path) -> dict[str, Any]:

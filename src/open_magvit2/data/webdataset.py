@@ -1,11 +1,13 @@
-"""WebDataset tar shards (spec §6.2), split so that each sample is decoded once, in an order that resumes exactly.
+"""WebDataset tar shards (docs/design.md O-46), split so that each sample is decoded once, in an order that
+resumes exactly.
 
 A shard is a plain tar; a sample is the run of consecutive members sharing a key (the member path up to the first
 dot of its file name, webdataset's rule). The image is the first of the extensions ``jpg``, ``jpeg.jpg``,
-``jpg.jpg`` (the official order, spec §6.2), ``jpeg``, ``png``, ``webp``; the label is ``cls`` when present, else 0.
+``jpg.jpg`` (the official order, docs/design.md O-46), ``jpeg``, ``png``, ``webp``; the label is ``cls`` when
+present, else 0.
 
-The official loader lets every rank decode the whole stream and keep one sample in ``world_size`` (spec §9 item
-22). Here each epoch is planned up front, from the sample count of every shard (a header-only scan, or a JSON
+The official loader lets every rank decode the whole stream and keep one sample in ``world_size`` (docs/design.md
+O-46). Here each epoch is planned up front, from the sample count of every shard (a header-only scan, or a JSON
 file of counts, :func:`count_shards`):
 
 1. The shards are permuted by ``sample_rng(seed, ORDER, epoch)`` and dealt to ``world_size × lanes`` bins, each
@@ -40,9 +42,10 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from open_magvit2.data.images import ImageTransform, decode_image, describe
 from open_magvit2.data.sampler import AUGMENT, ORDER, SHUFFLE, sample_rng
-from open_magvit2.data.stream import Sample, collate, identity, make_loader, skipped
+from open_magvit2.data.stream import Sample, collate, describe, identity, make_loader, skipped
+from open_magvit2.data.transforms import ImageTransform
+from open_magvit2.imaging import decode_image
 
 IMAGE_KEYS = ("jpg", "jpeg.jpg", "jpg.jpg", "jpeg", "png", "webp")
 LABEL_KEYS = ("cls", "cls.txt")
@@ -132,7 +135,7 @@ def count_shards(source: str | os.PathLike[str]) -> dict[str, int]:
 
 def read_shard_sizes(file: str | os.PathLike[str], paths: list[Path], names: list[str]) -> list[int]:
     """Sample counts from a JSON file: {shard: count} (shard = name, path or file name, as the official
-    ``sample_json_path`` files, spec §6.2) or a wids index ({"shardlist": [{"url", "nsamples"}, ...]})."""
+    ``sample_json_path`` files, docs/design.md O-46) or a wids index ({"shardlist": [{"url", "nsamples"}, ...]})."""
     table = json.loads(Path(file).read_text())
     if isinstance(table, dict) and "shardlist" in table:
         table = {entry["url"]: entry["nsamples"] for entry in table["shardlist"]}

@@ -11,7 +11,11 @@ Steps (each one skips itself when its output exists, so an interrupted build res
 5. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
    those weights (``metrics.json``), and the loss curves of every run.
 
-Usage: ``python -m open_magvit2.demo.build [--work build/demo-models] [--steps data image video digits install]``
+The recipes are package data (``open_magvit2/configs/demo``; ``configs/`` in a checkout links there). Run it from
+a checkout (``make demo-models``): the model card's pictures go to ``docs/model_zoo`` under the current folder.
+
+Usage: ``python -m open_magvit2.demo.build [--work build/demo-models] [--docs docs/model_zoo]
+[--steps data image video digits install]``
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ from open_magvit2.checkpoints.hub import DEMO_ROOT, load_pretrained_dir, save_pr
 from open_magvit2.demo import data
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 
-REPO = Path(__file__).resolve().parents[3]
-CONFIGS = REPO / "configs" / "demo"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # the demo recipes, package data
 STEPS = ("data", "image", "video", "digits", "install")
+DOCS = Path("docs") / "model_zoo"  # the model card's pictures, relative to the checkout the build runs in
 TILE = 64  # training crops of the image tokenizer (photo pixels, not resized)
 CLIP_SIZE, CLIP_FRAMES = 64, 17
 DIGIT_SIZE = 32
@@ -52,7 +56,7 @@ def prepare_data(work: Path) -> None:
     if not samples.is_dir():
         from PIL import Image
 
-        from open_magvit2.data.video import write_video
+        from open_magvit2.data.video_io import write_video
 
         samples.mkdir(parents=True)
         Image.fromarray(data.load_photo("chelsea")).save(samples / DEMO_PHOTO)
@@ -86,10 +90,10 @@ def train_video(work: Path) -> Path:
 
 
 def train_digits(work: Path) -> Path:
+    from open_magvit2.data.pretokenize import tokenize_dataset
     from open_magvit2.train.config import load_recipe
     from open_magvit2.train.export import export_run
     from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
-    from open_magvit2.train.pretokenize import tokenize_dataset
 
     tok = _train_tokenizer(CONFIGS / "digits_tokenizer.yaml", work / "data" / "digits", work / "runs" / "digits",
                            work / "export" / "digits_tokenizer")
@@ -119,8 +123,9 @@ def _install_model(src: Path, dst: Path) -> None:
             shutil.copy(src / extra, dst / extra)
 
 
-def install(work: Path, assets: Path = DEMO_ROOT) -> dict:
-    """Install the exported models and samples as package data, measure them and write ``metrics.json``."""
+def install(work: Path, assets: Path = DEMO_ROOT, docs: Path = DOCS) -> dict:
+    """Install the exported models and samples as package data, measure them and write ``metrics.json``; draw
+    the loss curves and the README's picture into ``docs``."""
     for name in ("image_tokenizer", "video_tokenizer", "image_generator"):
         _install_model(work / "export" / name, assets / name)
     (assets / "samples").mkdir(parents=True, exist_ok=True)
@@ -133,8 +138,8 @@ def install(work: Path, assets: Path = DEMO_ROOT) -> dict:
     from open_magvit2.train.plots import plot_run
 
     for run in ("image", "video", "digits", "generator"):
-        plot_run(work / "runs" / run, REPO / "docs" / "model_zoo" / f"{run}_curves.png")
-    demo_picture(work / "demo-output", REPO / "docs" / "model_zoo" / "demo.jpg")
+        plot_run(work / "runs" / run, docs / f"{run}_curves.png")
+    demo_picture(work / "demo-output", docs / "demo.jpg")
     return metrics
 
 
@@ -158,12 +163,13 @@ def demo_picture(work: Path, out: Path, width: int = 760) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m open_magvit2.demo.build", description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "demo-models", help="data, runs and exports")
+    ap.add_argument("--work", type=Path, default=Path("build") / "demo-models", help="data, runs and exports")
+    ap.add_argument("--docs", type=Path, default=DOCS, help=f"where the curves and the demo picture go ({DOCS})")
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     steps = {"data": prepare_data, "image": train_image, "video": train_video, "digits": train_digits,
-             "install": install}
+             "install": lambda work: install(work, docs=args.docs)}
     for name in STEPS:
         if name in args.steps:
             _log(f"step {name}")

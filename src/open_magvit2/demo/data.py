@@ -134,7 +134,7 @@ def demo_clip(name: str, *, frames: int = 17, size: int = 128, seed: int = 2024)
 def write_clips(out: str | Path, names: Sequence[str], *, per_photo: int, frames: int, size: int, fps: float = 8.0,
                 seed: int = 0) -> Path:
     """``per_photo`` camera-motion mp4 clips per photo into ``out/<photo>/clip_XX.mp4`` (lossless-quality x264)."""
-    from open_magvit2.data.video import write_video
+    from open_magvit2.data.video_io import write_video
 
     out = Path(out)
     rng = np.random.default_rng(seed)

@@ -9,19 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from open_magvit2.data.video_io import uint8_to_video
 from open_magvit2.demo.data import DEMO_CLIP, HELD_OUT_PHOTOS, load_photo
-from open_magvit2.imaging import crop_box, pad_to_multiple, psnr_uint8, to_uint8
-
-
-@torch.no_grad()
-def reconstruct_photo(tokenizer: nn.Module, photo: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-    """(H, W, 3) uint8 → (reconstruction (H, W, 3) uint8, indices): zero-padded to the downsampling factor,
-    encoded, decoded and cropped back (the original-resolution path, spec §7.2)."""
-    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    padded, box = pad_to_multiple(x, tokenizer.config.spatial_factor)
-    indices = tokenizer.encode(padded)
-    rec = crop_box(tokenizer.decode(indices), box)
-    return to_uint8(rec[0]), indices
+from open_magvit2.drawing import reconstruct_photo
+from open_magvit2.imaging import psnr_uint8, to_uint8
 
 
 def photo_psnr(tokenizer: nn.Module, names: Sequence[str] = HELD_OUT_PHOTOS) -> dict[str, float]:
@@ -57,7 +48,7 @@ def held_out_clip(name: str) -> torch.Tensor:
     """(3, T, H, W) in [−1, 1]: :func:`~open_magvit2.demo.data.demo_clip` over a held-out photo, uncompressed."""
     from open_magvit2.demo.data import demo_clip
 
-    return torch.from_numpy(demo_clip(name)).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return uint8_to_video(torch.from_numpy(demo_clip(name)).permute(3, 0, 1, 2))
 
 
 @torch.no_grad()
@@ -85,7 +76,7 @@ def digits_accuracy(generator: nn.Module, *, per_class: int = 100, cfg_scale: fl
 def measure_all() -> dict:
     """Every figure of the model cards, on the installed (float16-stored) demo models."""
     from open_magvit2.checkpoints.hub import demo_sample
-    from open_magvit2.data.video import read_video
+    from open_magvit2.data.video_io import read_video
     from open_magvit2.generator import ImageGenerator
     from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 

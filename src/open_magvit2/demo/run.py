@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import colorsys
 import sys
 import time
 from pathlib import Path
@@ -20,29 +19,12 @@ from PIL import Image
 
 from open_magvit2.checkpoints.hub import demo_sample
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
-from open_magvit2.demo.evaluate import reconstruct_photo
+from open_magvit2.drawing import reconstruct_photo, side_by_side, token_colours
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.imaging import image_grid, psnr_uint8, save_image, to_uint8
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
 CLASSES, PER_CLASS = 10, 8
-
-
-def token_colours(indices: np.ndarray, cell: int) -> np.ndarray:
-    """(h, w) integer tokens → (h·cell, w·cell, 3) uint8: one colour per code (golden-ratio hues, three
-    brightness levels), so equal codes look equal and neighbours rarely clash."""
-    idx = indices.astype(np.int64)
-    hue = (idx * 0.6180339887498949) % 1.0
-    value = 0.55 + 0.2 * (idx % 3)
-    rgb = np.array([colorsys.hsv_to_rgb(h, 0.75, v) for h, v in zip(hue.ravel(), value.ravel())])
-    img = (rgb.reshape(*idx.shape, 3) * 255).astype(np.uint8)
-    return np.kron(img, np.ones((cell, cell, 1), dtype=np.uint8))
-
-
-def side_by_side(a: np.ndarray, b: np.ndarray, gap: int = 4) -> np.ndarray:
-    """Two (…, H, W, 3) uint8 arrays next to each other with a white gap."""
-    pad = np.full((*a.shape[:-2], gap, 3), 255, dtype=np.uint8)
-    return np.concatenate([a, pad, b], axis=-2)
 
 
 def photo_part(out: Path, device: torch.device) -> dict[str, Path]:
@@ -61,7 +43,7 @@ def photo_part(out: Path, device: torch.device) -> dict[str, Path]:
 
 
 def video_part(out: Path, device: torch.device) -> dict[str, Path]:
-    from open_magvit2.data.video import probe_video, read_video, video_to_uint8, write_video
+    from open_magvit2.data.video_io import probe_video, read_video, video_to_uint8, write_video
 
     vtok = VideoTokenizer.from_pretrained("demo", device=device)
     path = demo_sample(DEMO_CLIP)
@@ -94,7 +76,7 @@ def run_demo(out: str | Path = "demo-output", device: str | torch.device | None 
     """Run the three parts; write everything under ``out`` and return the paths."""
     import importlib.util
 
-    from open_magvit2.data.video import INSTALL_HINT
+    from open_magvit2.data.video_io import INSTALL_HINT
     from open_magvit2.device import pick_device
 
     if importlib.util.find_spec("av") is None:  # check before writing anything: no half-finished demo-output/

@@ -1,4 +1,5 @@
-"""Evaluation: the metrics of the paper's tables 3–6 with the official arithmetic (spec §7, docs/evaluation.md).
+"""Evaluation: the metrics of the paper's tables 3–6 with the official arithmetic (docs/design.md O-48–O-50,
+docs/evaluation.md).
 
 * :mod:`~open_magvit2.eval.metrics` — Fréchet distances, precision/recall, Inception score, PSNR/SSIM, usage.
 * :mod:`~open_magvit2.eval.backbones` — InceptionV3 (torch-fidelity), LPIPS (lpips), I3D, loaded from files.

@@ -1,26 +1,24 @@
-"""The evaluation networks, loaded only from files on disk (spec §9 item 24: the official code downloads them).
+"""The evaluation networks, loaded only from files on disk (docs/design.md O-51: the official code downloads them).
 
 * InceptionV3: torch-fidelity's TF-ported ``FeatureExtractorInceptionV3`` (the 2015-12-05 TensorFlow graph), fed
   in one of two ways (:class:`InceptionFeatures`): the pytorch-fid way the official tokenizer evaluation uses for
-  rFID (float images, ``F.interpolate`` to 299, ``2x − 1``; spec §7.1), or the TensorFlow way of the ADM evaluator
-  used for generation FID/IS/precision/recall (uint8 images, TF1 bilinear resize, ``(x − 128)/128``).
+  rFID (float images, ``F.interpolate`` to 299, ``2x − 1``; docs/design.md O-48), or the TensorFlow way of the ADM
+  evaluator used for generation FID/IS/precision/recall (uint8 images, TF1 bilinear resize, ``(x − 128)/128``).
   Both released conversions of that graph load: torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``
   and pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (same key names).
-* LPIPS: the ``lpips`` package (v0.1 linear heads ship inside it); its AlexNet/VGG16 trunk comes from the
-  torchvision ImageNet file, which we read from disk instead of letting torchvision download it.
+* LPIPS: :mod:`open_magvit2.lpips_net`, the one home the tokenizer loss shares.
 * I3D: :mod:`open_magvit2.eval.i3d` (no package ships it), weights ``i3d_pretrained_400.pt``.
 
 Every loader takes an explicit path or finds the official file name in the torch hub cache
-(``$TORCH_HOME/hub/checkpoints``); a missing file raises ``FileNotFoundError`` naming the file and its URL.
+(``$TORCH_HOME/hub/checkpoints``, :mod:`open_magvit2.weight_files`); a missing file raises ``FileNotFoundError``
+naming the file and its URL.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,15 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class WeightsFile:
-    """An official weights file: its file name and where it is published."""
-
-    filename: str
-    url: str
-    what: str
-
+from open_magvit2.lpips_net import ALEXNET, VGG16
+from open_magvit2.weight_files import WeightsFile, read_state_dict, resolve_weights
 
 INCEPTION_TORCH_FIDELITY = WeightsFile(
     "weights-inception-2015-12-05-6726825d.pth",
@@ -48,71 +39,15 @@ INCEPTION_PYTORCH_FID = WeightsFile(
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
     "InceptionV3 (pytorch-fid conversion of the TF 2015-12-05 graph, used by the official rFID)",
 )
-ALEXNET = WeightsFile(
-    "alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    "torchvision AlexNet (LPIPS-alex trunk)",
-)
-VGG16 = WeightsFile(
-    "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
-    "torchvision VGG16 (LPIPS-vgg trunk)",
-)
 I3D_400 = WeightsFile(
     "i3d_pretrained_400.pt",
     "https://drive.google.com/uc?export=download&id=1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT",
     "I3D Kinetics-400 (pytorch_i3d port, VideoGPT release; used by the official rFVD)",
 )
-LPIPS_TRUNKS = {"alex": ALEXNET, "vgg": VGG16}
-
-
-def hub_checkpoint_dir() -> Path:
-    """Where torch.hub (and so torchvision, torch-fidelity, pytorch-fid) caches downloaded weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def resolve_weights(path: str | Path | None, candidates: tuple[WeightsFile, ...]) -> Path:
-    """``path`` if given (it must exist), else the first candidate file present in the hub cache."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            names = " or ".join(f"{c.filename} ({c.url})" for c in candidates)
-            raise FileNotFoundError(f"weights file not found: {p}. Expected {candidates[0].what}: {names}")
-        return p
-    for c in candidates:
-        p = hub_checkpoint_dir() / c.filename
-        if p.is_file():
-            return p
-    c = candidates[0]
-    others = "".join(f" (or {o.filename} from {o.url})" for o in candidates[1:])
-    raise FileNotFoundError(
-        f"{c.what}: weights file {c.filename} not found. Download it from {c.url}{others} and pass its path, or "
-        f"put it in {hub_checkpoint_dir()}; nothing is downloaded automatically"
-    )
-
-
-def _read_state_dict(path: Path, what: str) -> dict[str, Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling failure means a bad file
-        raise ValueError(f"{path} is not a readable {what} weights file ({str(e).splitlines()[0]})") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors ({what})")
-    return sd
-
-
-def file_digest(path: str | Path) -> str:
-    """First 12 hex digits of the file's SHA-256, recorded in reports so a number names the weights it used."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
 
 # ---- InceptionV3 -------------------------------------------------------------------------------------------------
 
-_TRUNK = (  # torch-fidelity's module order = pytorch-fid's blocks 0–3 (spec §7.1, 2048-d pool features)
+_TRUNK = (  # torch-fidelity's module order = pytorch-fid's blocks 0–3 (docs/design.md O-48, 2048-d pool features)
     "Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3", "MaxPool_2",
     "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
     "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool",
@@ -165,7 +100,7 @@ def load_inception(
 
     order = (INCEPTION_PYTORCH_FID, INCEPTION_TORCH_FIDELITY)
     file = resolve_weights(path, order if prefer == "pytorch-fid" else order[::-1])
-    _read_state_dict(file, "InceptionV3")  # refuses pickled code before the library's own torch.load reads it
+    read_state_dict(file, "InceptionV3")  # refuses pickled code before the library's own torch.load reads it
     try:
         net = FeatureExtractorInceptionV3(
             "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(file)
@@ -173,38 +108,6 @@ def load_inception(
     except RuntimeError as e:
         raise ValueError(f"{file}: not an InceptionV3 FID weights file ({str(e).splitlines()[0]})") from None
     return InceptionFeatures(net, file).to(device).eval()
-
-
-# ---- LPIPS -------------------------------------------------------------------------------------------------------
-
-
-def _copy_trunk(trunk: nn.Module, sd: dict[str, Tensor], file: Path) -> None:
-    """lpips keeps torchvision's ``features[i]`` modules under ``slice*.i``: copy ``features.i.*`` into them."""
-    own = trunk.state_dict()
-    src = {k: f"features.{k.split('.', 1)[1]}" for k in own}  # "slice2.3.weight" -> "features.3.weight"
-    missing = [s for s in src.values() if s not in sd]
-    if missing:
-        raise ValueError(f"{file}: not the torchvision ImageNet file of this LPIPS trunk (missing {missing[:3]})")
-    bad = [s for k, s in src.items() if sd[s].shape != own[k].shape]
-    if bad:
-        raise ValueError(f"{file}: tensor shapes do not match the LPIPS trunk ({bad[:3]}); wrong network's file?")
-    trunk.load_state_dict({k: sd[s] for k, s in src.items()}, strict=True)
-
-
-def load_lpips(net: str, path: str | Path | None = None, device: torch.device | str = "cpu") -> nn.Module:
-    """``lpips.LPIPS(net=net)`` v0.1 (inputs in [−1, 1]) with its trunk read from ``path`` or the hub cache."""
-    import lpips
-
-    if net not in LPIPS_TRUNKS:
-        raise ValueError(f"LPIPS network must be one of {sorted(LPIPS_TRUNKS)}, got {net!r}")
-    file = resolve_weights(path, (LPIPS_TRUNKS[net],))
-    sd = _read_state_dict(file, LPIPS_TRUNKS[net].what)
-    with warnings.catch_warnings():  # lpips passes torchvision's deprecated ``pretrained=`` argument
-        warnings.simplefilter("ignore")
-        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    _copy_trunk(model.net, sd, file)
-    model.weights_path = file
-    return model.to(device).eval()
 
 
 # ---- I3D ---------------------------------------------------------------------------------------------------------
@@ -216,7 +119,7 @@ def load_i3d(path: str | Path | None = None, device: torch.device | str = "cpu")
     from open_magvit2.eval.i3d import InceptionI3d
 
     file = resolve_weights(path, (I3D_400,))
-    sd = _read_state_dict(file, I3D_400.what)
+    sd = read_state_dict(file, I3D_400.what)
     model = InceptionI3d(num_classes=400)
     own = model.state_dict()
     sd = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **sd}  # old files lack the counters

@@ -1,8 +1,8 @@
 """Evaluation inputs in a fixed, documented order: image folders, ADM ``.npz`` sample files, video clip lists.
 
 Order is what makes an evaluation reproducible and resumable: files are sorted by relative path (the official
-ImageNet ``filelist.txt`` order, spec §6.1), a subset is an evenly spaced selection of that list, and a rank of
-a distributed run takes every ``world``-th position (:func:`shard`), so no image is seen twice or skipped.
+ImageNet ``filelist.txt`` order, docs/design.md O-45), a subset is an evenly spaced selection of that list, and a
+rank of a distributed run takes every ``world``-th position (:func:`shard`), so no image is seen twice or skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from open_magvit2.data.video import iter_frames
+from open_magvit2.data.video_io import iter_frames
 from open_magvit2.fileio import find_files, read_npy_header
 from open_magvit2.imaging import load_image, shorter_side_size
 
@@ -134,8 +134,8 @@ def read_split_list(path: str | Path) -> list[str]:
 
 
 def centre_window(num_frames: int, length: int) -> tuple[int, int] | None:
-    """The official evaluation window (spec §6.3): frames [n//2 − length//2, …) of ``length`` frames, or None when
-    the video is shorter (the official loader would fail on it)."""
+    """The official evaluation window (docs/design.md O-47): frames [n//2 − length//2, …) of ``length`` frames, or
+    None when the video is shorter (the official loader would fail on it)."""
     if num_frames < length:
         return None
     start = num_frames // 2 - length // 2
@@ -151,7 +151,7 @@ def load_clip(path: str | Path, length: int, size: int) -> Tensor | None:
     if window is None:
         return None
     clip = torch.stack(frames[window[0] : window[1]]).float()  # (T, 3, H, W)
-    rh, rw = shorter_side_size(*clip.shape[-2:], size)  # cv2 with int(): the long side truncated (spec §6.3)
+    rh, rw = shorter_side_size(*clip.shape[-2:], size)  # cv2 with int(): the long side truncated (docs/design.md O-47)
     h, w = clip.shape[-2:]
     if (rh, rw) != (h, w):
         clip = F.interpolate(clip, size=(rh, rw), mode="bilinear", align_corners=False).round().clamp(0, 255)

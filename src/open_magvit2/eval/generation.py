@@ -1,7 +1,7 @@
 """``evaluate-generator``: FID, sFID, Inception score, precision and recall of a sample file (paper table 5).
 
 The protocol is the ADM evaluator's (guided-diffusion ``evaluations/evaluator.py``, the standard for this code
-lineage; spec §5.10, §11 item 4), with torch-fidelity's port of the same TensorFlow Inception graph:
+lineage; docs/design.md O-43), with torch-fidelity's port of the same TensorFlow Inception graph:
 
 * inputs: ADM ``.npz`` files, ``arr_0`` uint8 (N, H, W, 3), streamed in batches; the graph resizes to 299×299
   (TF1 bilinear) and scales ``(x − 128) / 128``;
@@ -26,9 +26,10 @@ from torch import nn
 from open_magvit2.device import pick_device
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
-from open_magvit2.eval.backbones import file_digest, load_inception
+from open_magvit2.eval.backbones import load_inception
 from open_magvit2.eval.datasets import iter_npz_images, npz_info
 from open_magvit2.progress import progress
+from open_magvit2.weight_files import file_digest
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Written here because no package ships it (see docs/design.md, "Evaluation"). Sta
 the port's ``InceptionI3d(400, in_channels=3)`` loading ``i3d_pretrained_400.pt`` (the VideoGPT release, copied
 by the official ``metrics/pytorch_i3d.py``): TensorFlow "SAME" padding computed per input size and applied with
 zeros before every conv and max-pool, BatchNorm eps 1e-5, and the output = 400 Kinetics logits after
-AvgPool3d(2, 7, 7), the 1×1×1 logits conv, spatial squeeze and a mean over the remaining time steps (spec §7.3).
+AvgPool3d(2, 7, 7), the 1×1×1 logits conv, spatial squeeze and a mean over the remaining time steps
+(docs/design.md O-50).
 
 Input (B, 3, T, 224, 224) in [−1, 1]; output (B, 400).
 """

@@ -1,14 +1,15 @@
-"""The metrics of the paper's tables 3–6, with the arithmetic of the evaluators that produced them (spec §7).
+"""The metrics of the paper's tables 3–6, with the arithmetic of the evaluators that produced them
+(docs/design.md O-48–O-50).
 
 * Fréchet distance: scipy ``sqrtm`` with the ε-on-the-diagonal fallback (pytorch-fid / ADM, rFID and FID) and the
-  TF-GAN SVD form in torch (the official FVD, spec §7.3).
+  TF-GAN SVD form in torch (the official FVD, docs/design.md O-50).
 * :class:`Moments`: streaming mean and unbiased covariance in float64 (what ``np.cov(rowvar=False)`` gives), so
   50k×2048 features never have to be held, gathered or checkpointed.
 * Precision / recall: the ADM evaluator's k-NN manifolds (k = 3, squared distances, ``<=``), in row × column blocks.
 * Inception score: the ADM evaluator's split-mean over contiguous splits of 5000.
-* PSNR / SSIM: the official arithmetic (uint8 truncation of *both* images, scikit-image, spec §7.1) and an exact
-  float64 variant (no truncation), each per image; :func:`mean_of_group_means` gives the official average.
-* :class:`CodebookUsage`: a ``bincount`` over 2^K codes (spec §9 item 34: not a Python dict over 12.8M indices).
+* PSNR / SSIM: the official arithmetic (uint8 truncation of *both* images, scikit-image, docs/design.md O-48) and
+  an exact float64 variant (no truncation), each per image; :func:`mean_of_group_means` gives the official average.
+* :class:`CodebookUsage`: a ``bincount`` over 2^K codes (docs/design.md O-48: not a Python dict over 12.8M indices).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def _symmetric_sqrt(mat: Tensor, eps: float = 1e-10) -> Tensor:
 
 
 def frechet_distance_svd(features1: Tensor, features2: Tensor) -> float:
-    """FVD as the official ``metrics/fvd.py`` computes it (spec §7.3): torch, unbiased covariance, and
+    """FVD as the official ``metrics/fvd.py`` computes it (docs/design.md O-50): torch, unbiased covariance, and
     Tr(sqrt(Σ1Σ2)) = Tr(sqrt(√Σ1 Σ2 √Σ1)) with SVD roots. Inputs (N, D) in the dtype they came in (float32)."""
     x1, x2 = features1.flatten(1), features2.flatten(1)
     m1, m2 = x1.mean(0), x2.mean(0)

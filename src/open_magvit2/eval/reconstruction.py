@@ -1,7 +1,7 @@
 """``evaluate-tokenizer``: reconstruction metrics of an image tokenizer on an image folder (paper tables 3, 4, 6).
 
-Per image, with the official arithmetic (spec §7.1, §7.2): reconstruct with the (EMA) weights, clamp to [−1, 1];
-rFID from InceptionV3 pool features of the float [0, 1] real and reconstructed images (pytorch-fid input
+Per image, with the official arithmetic (docs/design.md O-48, O-49): reconstruct with the (EMA) weights, clamp to
+[−1, 1]; rFID from InceptionV3 pool features of the float [0, 1] real and reconstructed images (pytorch-fid input
 protocol; the reference statistics are the same preprocessed real images); PSNR/SSIM after truncating *both*
 images to uint8, averaged per batch of 4 and then over batches, plus the exact float variant; LPIPS alex and vgg
 on [−1, 1]; codebook usage over 2^K codes. ``original_resolution`` pads each image with zeros (centred) to the
@@ -32,20 +32,22 @@ from open_magvit2.checkpoints.hub import native_size
 from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main, process_group
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
-from open_magvit2.eval.backbones import file_digest, load_inception, load_lpips
+from open_magvit2.eval.backbones import load_inception
 from open_magvit2.eval.datasets import ImageFiles, list_digest, shard, subset
 from open_magvit2.eval.runtime import load_state, reduce_moments, save_state
 from open_magvit2.eval.runtime import state_path as _state_path
 from open_magvit2.fileio import InputFile, find_files
 from open_magvit2.imaging import IMAGE_SUFFIXES, crop_box, pad_to_multiple, to_uint8
+from open_magvit2.lpips_net import load_lpips
 from open_magvit2.progress import progress
+from open_magvit2.weight_files import file_digest
 
 _COLUMNS = ("position", "psnr", "psnr_exact", "ssim_exact", "lpips_alex", "lpips_vgg")
 
 
 @dataclass(frozen=True)
 class TokenizerEvalConfig:
-    """What ``evaluate-tokenizer`` measures and how (defaults = the official protocol, spec §7.1)."""
+    """What ``evaluate-tokenizer`` measures and how (defaults = the official protocol, docs/design.md O-48)."""
 
     checkpoint: str
     data: str | tuple[str, ...]  # image files, folders (recursive) and globs, e.g. an ImageNet val folder
@@ -160,7 +162,7 @@ def _evaluate_batch(model: nn.Module, nets: ReconstructionNets, acc: _Accumulato
                     cfg: TokenizerEvalConfig, pool: ProcessPoolExecutor | None) -> None:
     box = None
     xin = x
-    if cfg.original_resolution:  # spec §7.2: zero (= mid-grey) padding, centred, cropped back before metrics
+    if cfg.original_resolution:  # docs/design.md O-49: zero (= mid-grey) padding, centred, cropped back before metrics
         xin, box = pad_to_multiple(x, model.config.spatial_factor)
     out = model(xin)
     rec = out.reconstruction.clamp(-1, 1)
@@ -174,7 +176,7 @@ def _evaluate_batch(model: nn.Module, nets: ReconstructionNets, acc: _Accumulato
     x01, r01 = (x + 1) / 2, (rec + 1) / 2  # official: features and PSNR start from these float images
     acc.real.update(nets.inception.fid_features(x01))
     acc.rec.update(nets.inception.fid_features(r01))
-    gt_u8, rec_u8 = to_uint8(x), to_uint8(rec)  # = trunc(x01·255) for both (spec §7.1), as HWC arrays
+    gt_u8, rec_u8 = to_uint8(x), to_uint8(rec)  # = trunc(x01·255) for both (docs/design.md O-48), as HWC arrays
     psnr, _ = M.psnr_ssim_official(rec_u8, gt_u8, ssim=False)
     if pool is None:
         acc.add(ssim_position=positions, ssim=M.ssim_official(rec_u8, gt_u8))

@@ -1,10 +1,10 @@
 """``evaluate-video``: rFVD, per-frame LPIPS and codebook usage of a video tokenizer (paper table 6, UCF-101).
 
-Clips (spec §6.3, §7.3): the centre window of ``num_frames`` frames of every video of a fixed, sorted clip list
-(a folder such as ``UCF101/train``, files and globs, or a split file such as ``testlist01.txt``), shorter side
+Clips (docs/design.md O-47, O-50): the centre window of ``num_frames`` frames of every video of a fixed, sorted
+clip list (a folder such as ``UCF101/train``, files and globs, or a split file such as ``testlist01.txt``), shorter side
 resized to ``size`` (bilinear), centre crop ``size``², ``x/127.5 − 1``. Departures from the official loader, on
 purpose: no list padded to 10,000 with unseeded random duplicates and no random crop at evaluation (both make
-rFVD irreproducible, spec §9 item 21), and the split is the one the user names (the official code reads ``train``).
+rFVD irreproducible, docs/design.md O-47), and the split is the one the user names (the official code reads ``train``).
 
 rFVD: real and reconstructed clips → ``(x+1)/2·255`` truncated to uint8 → per frame bilinear 224×224 →
 ``2x/255 − 1`` → I3D (``i3d_pretrained_400.pt``) 400 logits → Fréchet distance with SVD square roots in torch.
@@ -26,16 +26,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from open_magvit2.data.video import VIDEO_SUFFIXES, uint8_to_video
+from open_magvit2.data.video_io import VIDEO_SUFFIXES, uint8_to_video
 from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main, process_group
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
-from open_magvit2.eval.backbones import file_digest, load_i3d, load_lpips
+from open_magvit2.eval.backbones import load_i3d
 from open_magvit2.eval.datasets import list_digest, load_clip, read_split_list, shard, subset
 from open_magvit2.eval.runtime import load_state, save_state, state_path
 from open_magvit2.fileio import find_files
 from open_magvit2.imaging import to_uint8_tensor
+from open_magvit2.lpips_net import load_lpips
 from open_magvit2.progress import progress
+from open_magvit2.weight_files import file_digest
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def clip_list(cfg: VideoEvalConfig) -> tuple[list[Path], list[str]]:
 
 
 def i3d_input(video: Tensor) -> Tensor:
-    """(B, 3, T, H, W) in [−1, 1] → I3D input (B, 3, T, 224, 224) with the official arithmetic (spec §7.3):
+    """(B, 3, T, H, W) in [−1, 1] → I3D input (B, 3, T, 224, 224) with the official arithmetic (docs/design.md O-50):
     ``(x+1)/2·255`` truncated to uint8, per-frame bilinear resize (no antialias), ``2x/255 − 1``."""
     b, c, t = video.shape[:3]
     u8 = to_uint8_tensor(video)  # the clips are already in [-1, 1]: the clamp changes nothing

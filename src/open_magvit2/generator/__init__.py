@@ -1,5 +1,5 @@
-"""The class-conditional factorised AR generator (paper §2.3, spec §5): model, KV cache, sampling, and the
-``ImageGenerator`` API that pairs the transformer with its tokenizer."""
+"""The class-conditional factorised AR generator (paper §2.3, docs/design.md O-30–O-44): model, KV cache, sampling,
+and the ``ImageGenerator`` API that pairs the transformer with its tokenizer."""
 
 from open_magvit2.generator.api import ImageGenerator, infer_generator_config
 from open_magvit2.generator.loss import GeneratorLoss, generator_loss

@@ -1,4 +1,4 @@
-"""``ImageGenerator``: the AR transformer together with the tokenizer that decodes its tokens (spec §5.1, §5.11).
+"""``ImageGenerator``: the AR transformer with the tokenizer that decodes its tokens (docs/design.md O-30, O-44).
 
 >>> gen = ImageGenerator.from_pretrained("AR_256_B.ckpt")       # official file: transformer + its own first stage
 >>> idx = gen.generate(torch.tensor([207, 360]))                 # (2, 16, 16) int64 full LFQ indices
@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,12 +108,15 @@ class ImageGenerator(nn.Module):
         """Sample full LFQ indices (B, h, w) int64 for labels (B,).
 
         ``cfg_scale`` and ``temperature`` are (pre, post) pairs or one number for both; None takes the model's
-        defaults (``config.sample_cfg_scale`` / ``sample_temperature``, spec §5.2). A scale ≤ 1 means no guidance
-        for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
+        defaults (``config.sample_cfg_scale`` / ``sample_temperature``, docs/design.md O-31). A scale ≤ 1 means no
+        guidance for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
         ``generator``: a seeded ``torch.Generator``, best on the model's device (one on another device works and
         gives the same tokens everywhere, but syncs per draw). ``compile=True`` compiles the decode step once
         (``torch.compile``; CUDA graphs on a GPU), see :func:`~open_magvit2.generator.sampling.generate_tokens`.
         """
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; for a seed "
+                            "pass generator=torch.Generator(device).manual_seed(seed)")
         c = self.config
         out = generate_tokens(
             self.transformer,
@@ -208,13 +213,33 @@ class ImageGenerator(nn.Module):
         config = infer_generator_config(tsd, **overrides)
         weights = {TRANSFORMER_PREFIX + k: v for k, v in tsd.items()}
         tok_config = None
-        if any(k.startswith(FIRST_STAGE_PREFIX) for k in state_dict):  # AR files keep raw first-stage weights (§5.11)
+        if any(k.startswith(FIRST_STAGE_PREFIX) for k in state_dict):  # raw first stage (docs/design.md O-44)
             tw = tokenizer_weights(state_dict, weights="raw", prefix=FIRST_STAGE_PREFIX)
             tok_config = infer_tokenizer_config(tw, factorized_bits=config.factorized_bits)
             weights.update({"tokenizer." + k: v for k, v in tw.items()})
         return cls.from_weights(
             config, tok_config, weights, device=device, dtype=dtype, release_source=release_source
         )
+
+
+CLASSES_NAME = "classes.json"  # a generator folder's class names (training copies it from the token set)
+
+
+def read_class_names(checkpoint: str | Path | None, num_classes: int) -> list[str] | None:
+    """The class names a generator's folder records: ``classes.json``, a JSON list with the name of label i at i.
+    None when the checkpoint is not a folder or has no such file, and, with a warning on stderr, when the file does
+    not hold ``num_classes`` names; ``ValueError`` when it is not JSON."""
+    path = Path(checkpoint) / CLASSES_NAME if checkpoint is not None and Path(checkpoint).is_dir() else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a JSON list of class names ({e})") from None
+    if isinstance(names, list) and len(names) == num_classes:
+        return [str(n) for n in names]
+    print(f"warning: {path} does not hold {num_classes} class names; numbering the classes instead", file=sys.stderr)
+    return None
 
 
 def _count_blocks(sd: Mapping[str, Tensor], name: str) -> int:
@@ -234,10 +259,10 @@ def _bits(rows: int, what: str) -> int:
 def infer_generator_config(
     tsd: Mapping[str, Tensor], *, head_dim: int = 64, grid_size: int = 16, **overrides: Any
 ) -> GeneratorConfig:
-    """Architecture of ``transformer.*`` weights (prefix removed) from their shapes (spec §5.3).
+    """Architecture of ``transformer.*`` weights (prefix removed) from their shapes (docs/design.md O-32).
 
     head_dim and grid size leave no trace in the weights (RoPE is not stored); the official models use 64 and 16.
-    Sampling defaults come from the matching official preset (B/L/XL, spec §5.2) when the sizes match one.
+    Sampling defaults come from the matching official preset (B/L/XL, docs/design.md O-31) when the sizes match one.
     """
     try:
         dim = tsd["pre_emb.weight"].shape[1]

@@ -1,4 +1,4 @@
-"""Class-by-class sampling for the FID-50k protocol (spec §5.10), reproducible whatever the number of ranks.
+"""Class-by-class sampling for the FID-50k protocol (docs/design.md O-43), reproducible whatever the number of ranks.
 
 The official script seeds one RNG per process (``global_seed·num_chunks + chunk_idx``), so its samples change with
 the number of GPUs. Here each class owns a generator seeded from (global seed, class), classes are dealt to

@@ -1,4 +1,4 @@
-"""Static key/value cache for AR decoding (gpt-fast style; spec §5.8, fixing §9 items 8–9).
+"""Static key/value cache for AR decoding (gpt-fast style; docs/design.md O-39, fixing O-40).
 
 Allocated once per sampling run with its final size and never attached to the model, so a forward after
 ``generate`` works and ``state_dict()`` never contains cache buffers (the official sampler attaches caches as

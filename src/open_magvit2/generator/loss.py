@@ -1,4 +1,4 @@
-"""The AR training objective (paper §2.3, spec §5.1/§5.6): cross-entropy on each sub-token, summed.
+"""The AR training objective (paper §2.3, docs/design.md O-30, O-36): cross-entropy on each sub-token, summed.
 
 The factorised head gives p(token n) = p(pre_n | ctx) · p(post_n | ctx, pre_n), so the negative log-likelihood of
 a full token is the sum of the two cross-entropies. Each is a mean over the B·N positions, as the official

@@ -1,4 +1,5 @@
-"""The class-conditional factorised AR transformer (paper §2.3 "next sub-token prediction"; spec §5.2–5.6).
+"""The class-conditional factorised AR transformer (paper §2.3 "next sub-token prediction"; docs/design.md
+O-31–O-34, O-36).
 
 A Llama-style decoder predicts each 2^K-way LFQ token as two sub-tokens, k1 bits then k2 bits (k1 + k2 = K; the
 official checkpoints use (6, 12)). The spatial transformer reads ``[class, E[0], …, E[N−2]]`` with
@@ -6,7 +7,7 @@ official checkpoints use (6, 12)). The spatial transformer reads ``[class, E[0],
 sequence ``[h[n], pre_emb[pre_n]]`` and two heads give p(pre_n | ctx) and p(post_n | ctx, pre_n).
 
 Reading order: config + presets, helpers (RMSNorm, 2D RoPE), blocks, model. Module and parameter names are the
-official ``transformer.*`` state-dict keys (spec §5.3), registered in the official order.
+official ``transformer.*`` state-dict keys (docs/design.md O-32), registered in the official order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def find_multiple(n: int, k: int) -> int:
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 256) -> int:
-    """The official SwiGLU width rule (spec §5.2): ``find_multiple(int(2·4·dim/3), multiple_of)``; 2816 for B."""
+    """The official SwiGLU width rule (docs/design.md O-31): ``find_multiple(int(2·4·dim/3), multiple_of)``; 2816
+    for B."""
     return find_multiple(int(2 * 4 * dim / 3), multiple_of)
 
 
@@ -37,7 +39,7 @@ class GeneratorConfig:
     ``num_classes`` real classes; the class table has one more row, the null (unconditional) class
     ``num_classes`` used by label dropout and classifier-free guidance. ``factorized_bits=(k1, k2)``: any split of
     the tokenizer's K bits into two sub-tokens; the official checkpoints use (6, 12). ``sample_*`` are the sampling
-    defaults of ``generate`` (spec §5.2: they belong to the released model, not to the sampler).
+    defaults of ``generate`` (docs/design.md O-31: they belong to the released model, not to the sampler).
     """
 
     dim: int = 1024
@@ -51,7 +53,7 @@ class GeneratorConfig:
     multiple_of: int = 256
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
-    # Training-time regularisation (spec §5.2/§5.6); none of it is active in eval mode.
+    # Training-time regularisation (docs/design.md O-31, O-36); none of it is active in eval mode.
     label_dropout: float = 0.1  # labels → null class with this probability
     token_dropout: float = 0.1  # Dropout on the input sequence embeddings
     resid_dropout: float = 0.1  # after the attention output projection
@@ -82,7 +84,8 @@ class GeneratorConfig:
 
     @property
     def ffn_dim(self) -> int:
-        """SwiGLU hidden width: ``ffn_hidden`` if set, else the official rule :func:`swiglu_hidden` (§5.2)."""
+        """SwiGLU hidden width: ``ffn_hidden`` if set, else the official rule :func:`swiglu_hidden`
+        (docs/design.md O-31)."""
         return self.ffn_hidden or swiglu_hidden(self.dim, self.multiple_of)
 
     @property
@@ -120,7 +123,7 @@ def _preset(dim: int, n_layers: int, n_intra: int, n_heads: int, cfg: tuple, tem
     )
 
 
-# Official sizes and sampling settings (spec §5.2). "tiny" is the ar_tiny golden fixture's architecture.
+# Official sizes and sampling settings (docs/design.md O-31). "tiny" is the ar_tiny golden fixture's architecture.
 GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
     "B": _preset(1024, 24, 2, 16, (1.9, 2.0), (1.0, 1.0)),
     "L": _preset(1280, 36, 3, 20, (1.9, 1.9), (1.1, 1.0)),
@@ -133,7 +136,7 @@ GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
 
 
 class RMSNorm(nn.Module):
-    """``y = (x_f32 · rsqrt(mean(x_f32²) + eps)).to(x.dtype) · weight`` (spec §5.4)."""
+    """``y = (x_f32 · rsqrt(mean(x_f32²) + eps)).to(x.dtype) · weight`` (docs/design.md O-33)."""
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -146,12 +149,12 @@ class RMSNorm(nn.Module):
 
 
 def rope_2d_table(grid_size: int, head_dim: int, base: float = 10000.0) -> Tensor:
-    """The official 2D RoPE table (spec §5.5): (1 + grid², head_dim/2, 2) float32 of (cos, sin).
+    """The official 2D RoPE table (docs/design.md O-34): (1 + grid², head_dim/2, 2) float32 of (cos, sin).
 
     Pair j < head_dim/4 rotates by ``y·f_j``, pair j ≥ head_dim/4 by ``x·f_{j−head_dim/4}``, with
     ``f_i = base^(−2i/(head_dim/2))``, for the cell (y, x) of raster position p = y·grid + x at row 1 + p.
     Row 0 (the class token) is all zeros, cos included, so the class token's q and k are exactly 0 — a quirk
-    baked into the released weights (spec §9 item 2). Computed in float32 in the official order of operations.
+    baked into the released weights (docs/design.md O-34). Computed in float32 in the official order of operations.
     """
     half = head_dim // 2
     freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
@@ -168,7 +171,7 @@ def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
     dims between L and head_dim (heads; q and k stacked) share a row.
 
     Computed in float32 (or wider) like the official code, but cast back to x's dtype so that a pure bf16/fp16
-    model works (the official function returns float32 and then fails in attention, spec §9 item 5).
+    model works (the official function returns float32 and then fails in attention, docs/design.md O-35).
     """
     dtype = torch.promote_types(x.dtype, torch.float32)
     xp = x.to(dtype).unflatten(-1, (-1, 2))  # (B, L, ..., head_dim/2, 2)
@@ -207,7 +210,8 @@ class Linear(nn.Linear):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with fused ``wqkv`` (rows: q, k, v; heads contiguous), no biases (spec §5.4)."""
+    """Multi-head self-attention with fused ``wqkv`` (rows: q, k, v; heads contiguous), no biases
+    (docs/design.md O-33)."""
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -252,7 +256,7 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Llama block (spec §5.4); drop-path is identity in every official config, so it is omitted."""
+    """Pre-norm Llama block (docs/design.md O-33); drop-path is identity in every official config, so it is omitted."""
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -270,7 +274,7 @@ class Block(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class embedding used as the start token; row ``num_classes`` is the null class (spec §5.3, §5.6 step 2)."""
+    """Class embedding used as the start token; row ``num_classes`` is the null class (docs/design.md O-32, O-36)."""
 
     def __init__(self, num_classes: int, dim: int, dropout: float) -> None:
         super().__init__()
@@ -289,7 +293,8 @@ class LabelEmbedder(nn.Module):
 
 
 class GeneratorTransformer(nn.Module):
-    """The official ``GPT`` with token factorisation (spec §5): the ``transformer.*`` part of an AR checkpoint."""
+    """The official ``GPT`` with token factorisation (docs/design.md O-31–O-36): the ``transformer.*`` part of an AR
+    checkpoint."""
 
     def __init__(self, *, config: GeneratorConfig) -> None:
         super().__init__()
@@ -308,7 +313,7 @@ class GeneratorTransformer(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Official init (spec §5.3): every Linear and Embedding weight N(0, 0.02), both heads zero, norms 1."""
+        """Official init (docs/design.md O-32): Linear and Embedding weights N(0, 0.02), both heads zero, norms 1."""
         std = self.config.initializer_range
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -329,7 +334,7 @@ class GeneratorTransformer(nn.Module):
     # --- pieces shared by teacher forcing (forward) and sampling (generator/sampling.py) ---
 
     def embed_tokens(self, pre: Tensor, post: Tensor) -> Tensor:
-        """Sum of the two sub-token embeddings (spec §5.6 step 1): (B, L) × 2 → (B, L, D)."""
+        """Sum of the two sub-token embeddings (docs/design.md O-36): (B, L) × 2 → (B, L, D)."""
         return self.pre_emb(pre) + self.post_emb(post)
 
     def spatial(self, x: Tensor, input_pos: Tensor | None = None, caches: list[KVCache] | None = None) -> Tensor:
@@ -355,7 +360,8 @@ class GeneratorTransformer(nn.Module):
         return x
 
     def forward(self, pre: Tensor, post: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher forcing (spec §5.6). pre, post (B, N) int64 sub-tokens; labels (B,) int64 in [0, num_classes].
+        """Teacher forcing (docs/design.md O-36). pre, post (B, N) int64 sub-tokens; labels (B,) int64 in
+        [0, num_classes].
 
         Returns ``(logits_pre (B, N, 2^k1), logits_post (B, N, 2^k2))``; position n is conditioned on the class
         and tokens < n (and, for post, on pre_n).

@@ -1,4 +1,4 @@
-"""Fast AR sampling with per-sub-token classifier-free guidance (spec §5.8), in the gpt-fast shape.
+"""Fast AR sampling with per-sub-token classifier-free guidance (docs/design.md O-39), in the gpt-fast shape.
 
 One run allocates fixed-size KV caches once (spatial: (rows, H, N, hd) per block; intra: (rows, H, 2, hd) per
 block, ``generator/kv_cache.py``), then:
@@ -14,8 +14,8 @@ itself (temperature, top-k, top-p, ``torch.multinomial``) stays outside the comp
 RNG consumption are the official ones: per sub-token i, ``l = l_u + s_i·(l_c − l_u)`` when ``s_i > 1`` (else the
 conditional logits alone: any scale ≤ 1 means "no guidance", as officially), then ``l / t_i``, top-k, top-p,
 softmax and one draw per sub-token and step (pre, then post). Departures from the official sampler
-(``docs/design.md``): nothing is attached to the model, nothing is re-allocated per step (§9 items 8–9), and any
-``cfg_scale`` works, 1.0 and mixed settings included (§9 item 7).
+(``docs/design.md`` O-40, O-41): nothing is attached to the model, nothing is re-allocated per step (O-40), and any
+``cfg_scale`` works, 1.0 and mixed settings included (O-41).
 """
 
 from __future__ import annotations

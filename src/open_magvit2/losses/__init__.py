@@ -1,4 +1,5 @@
-"""Tokenizer training losses: discriminators, GAN terms with LeCAM, LPIPS, and the combined loss (spec §3.2–3.4)."""
+"""Tokenizer training losses: discriminators, GAN terms with LeCAM, LPIPS, and the combined loss
+(docs/design.md O-17–O-20)."""
 
 from open_magvit2.losses.discriminator import (
     DISCRIMINATORS,

@@ -1,4 +1,4 @@
-"""The three official discriminators (spec §3.4), with the official module names.
+"""The three official discriminators (docs/design.md O-20), with the official module names.
 
 Each one's ``state_dict`` keys equal the official ``loss.discriminator.*`` keys with ``loss.discriminator.``
 stripped, so the discriminator of an official training checkpoint loads strictly (BatchNorm running statistics
@@ -25,7 +25,8 @@ DISCRIMINATORS = ("patchgan", "blur", "patchgan3d")
 
 
 def official_init(module: nn.Module) -> nn.Module:
-    """The official ``weights_init`` (spec §3.4): conv weights N(0, 0.02), norm weights N(1, 0.02), norm bias 0.
+    """The official ``weights_init`` (docs/design.md O-20): conv weights N(0, 0.02), norm weights N(1, 0.02), norm
+    bias 0.
 
     Conv biases keep PyTorch's default initialisation, as officially.
     """
@@ -42,7 +43,8 @@ def official_init(module: nn.Module) -> nn.Module:
 
 
 class PatchGAN(nn.Module):
-    """pix2pix PatchGAN with BatchNorm and LeakyReLU(0.2) (spec §3.4), for images (``dims=2``) or clips (``dims=3``).
+    """pix2pix PatchGAN with BatchNorm and LeakyReLU(0.2) (docs/design.md O-20), for images (``dims=2``) or clips
+    (``dims=3``).
 
     ``dims=2`` (``NLayerDiscriminator``): 4×4 convs, padding 1, strides 2, 2, 2, 1, 1; 2,765,633 parameters;
     (B, 3, 256, 256) → (B, 1, 30, 30). ``dims=3`` (``NLayerDiscriminator3D``): 3×3×3 convs, padding 1, strides
@@ -80,7 +82,7 @@ class PatchGAN(nn.Module):
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> int:
-    """Total padding of TensorFlow's "SAME" convolution along one axis (spec §3.4); the left side gets half."""
+    """Total padding of TensorFlow's "SAME" convolution along one axis (docs/design.md O-20); the left gets half."""
     return max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
 
 
@@ -119,7 +121,7 @@ class BlurDownsample(nn.Module):
 
 
 class BlurDiscriminator(nn.Module):
-    """The pretrain-16384 discriminator (official ``NLayerDiscriminatorv2`` with ``blur_resample``; spec §3.4).
+    """The pretrain-16384 discriminator (official ``NLayerDiscriminatorv2``, ``blur_resample``; docs/design.md O-20).
 
     ``block_in`` = 5×5 SAME conv + LeakyReLU(0.1); ``num_stages`` blocks of 3×3 SAME conv → blur ↓2 → GroupNorm(32)
     → LeakyReLU(0.1), widths hidden·(1, 2, 4); ``to_logits`` = 1×1 conv → LeakyReLU(0.1) → 5×5 conv to 1 channel.

@@ -1,4 +1,4 @@
-"""Adversarial loss terms of the tokenizer training (spec §3.2, §4.5).
+"""Adversarial loss terms of the tokenizer training (docs/design.md O-17, O-29).
 
 Logit maps are (B, 1, h, w) for images and (B, 1, t, h, w) for clips. Every function returns a 0-d tensor, computed
 in float32 whatever the logits' dtype (bf16 under autocast).
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 
 def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
-    """``0.5·(mean relu(1 − l_r) + mean relu(1 + l_f))``: the D loss of every official config (spec §3.2)."""
+    """``0.5·(mean relu(1 − l_r) + mean relu(1 + l_f))``: the D loss of every official config (docs/design.md O-17)."""
     return 0.5 * (F.relu(1.0 - logits_real.float()).mean() + F.relu(1.0 + logits_fake.float()).mean())
 
 
@@ -47,7 +47,7 @@ def _per_sample_mean(logits: Tensor) -> Tensor:
 
 
 def non_saturating_g_loss(logits_fake: Tensor) -> Tensor:
-    """``mean_b softplus(−mean_{[t,]h,w} logits_fake[b])`` (spec §3.2, §4.5).
+    """``mean_b softplus(−mean_{[t,]h,w} logits_fake[b])`` (docs/design.md O-17, O-29).
 
     The official non-saturating generator loss averages the logits of each sample first, then applies the
     log-sigmoid: it is not the mean of per-patch losses.
@@ -56,7 +56,8 @@ def non_saturating_g_loss(logits_fake: Tensor) -> Tensor:
 
 
 def adaptive_weight(nll: Tensor, g_loss: Tensor, last_layer: Tensor, *, disc_weight: float) -> Tensor:
-    """The VQGAN adaptive generator weight ``clamp(‖∇nll‖ / (‖∇g‖ + 1e-4), 0, 1e4) · disc_weight`` (spec §3.2).
+    """The VQGAN adaptive generator weight ``clamp(‖∇nll‖ / (‖∇g‖ + 1e-4), 0, 1e4) · disc_weight``
+    (docs/design.md O-17).
 
     Gradients are taken w.r.t. ``last_layer`` (the decoder's last conv weight) and the graph is kept for the
     backward pass that follows; the result is detached. As officially, the clamp applies before ``disc_weight``.
@@ -77,7 +78,7 @@ def without_parameter_grads(module: nn.Module) -> Iterator[nn.Module]:
     """Run ``module`` with ``requires_grad`` off on all its parameters, restoring each flag afterwards.
 
     Gradients still flow through the module into its input; its parameters get none, and autograd records no
-    parameter-gradient work (the official G step back-propagates into D and throws that away: spec §9 item 32).
+    parameter-gradient work (the official G step back-propagates into D and throws that away: docs/design.md O-24).
     """
     params = list(module.parameters())
     flags = [p.requires_grad for p in params]
@@ -94,10 +95,10 @@ def without_parameter_grads(module: nn.Module) -> Iterator[nn.Module]:
 
 
 class LeCAM(nn.Module):
-    """LeCAM regulariser with its EMA state (spec §3.2; Tseng et al. 2021).
+    """LeCAM regulariser with its EMA state (docs/design.md O-18; Tseng et al. 2021).
 
     ``ema_real`` / ``ema_fake`` are persistent float32 0-d buffers (initial 0), so they are checkpointed and a
-    resumed run continues with them (the official state is a Python float that resets on resume: spec §9 item 18).
+    resumed run continues with them (the official state is a Python float that resets on resume: docs/design.md O-18).
     :meth:`update` uses tensor ops only (no ``.item()`` host sync). The training D step calls :meth:`update` with
     the batch logits first, then :meth:`forward` with the same logits, which reads the updated EMA.
     """

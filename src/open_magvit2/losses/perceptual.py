@@ -1,10 +1,10 @@
-"""LPIPS for tokenizer training (spec §3.3): the ``lpips`` package's VGG16 v0.1, frozen, always in eval mode.
+"""LPIPS for tokenizer training (docs/design.md O-19): the ``lpips`` package's VGG16 v0.1, frozen, always in eval mode.
 
 The official loss uses the same network (VGG16 ``features`` sliced at relu1_2 … relu5_3, the v0.1 linear heads).
 Two departures, both on purpose (``docs/design.md``, "Tokenizer losses"):
 
 * the heads' Dropout(0.5) stays off: the official training leaves it on, because Lightning's ``model.train()``
-  reaches the LPIPS module (spec §9 item 19), which makes the perceptual term random;
+  reaches the LPIPS module (docs/design.md O-19), which makes the perceptual term random;
 * the weights are not part of any checkpoint: they are read from the torchvision VGG16 file (``lpips_path`` or the
   torch hub cache) and the heads shipped with ``lpips``. They are held as non-persistent buffers, so the module
   moves with ``.to()`` but has no parameters (no optimiser, no DDP, no gradient) and no ``state_dict`` entries.
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from open_magvit2.eval.backbones import VGG16, hub_checkpoint_dir, load_lpips
+from open_magvit2.lpips_net import VGG16, load_lpips
+from open_magvit2.weight_files import hub_checkpoint_dir
 
 
 def _parameters_to_buffers(module: nn.Module) -> None:
@@ -33,7 +34,7 @@ def _parameters_to_buffers(module: nn.Module) -> None:
 
 
 def frames(x: Tensor) -> Tensor:
-    """(B, C, T, H, W) → (B·T, C, H, W), frames of a sample consecutive (spec §4.5: L1 and LPIPS per frame)."""
+    """(B, C, T, H, W) → (B·T, C, H, W), a sample's frames consecutive (docs/design.md O-29: L1, LPIPS per frame)."""
     b, c, t, h, w = x.shape
     return x.transpose(1, 2).reshape(b * t, c, h, w)
 
@@ -61,7 +62,7 @@ class PerceptualLoss(nn.Module):
         self.lpips = model.eval()
 
     def train(self, mode: bool = True) -> PerceptualLoss:
-        """Always eval: the heads' dropout stays off in training (spec §9 item 19, fixed on purpose)."""
+        """Always eval: the heads' dropout stays off in training (docs/design.md O-19, fixed on purpose)."""
         return super().train(False)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""The tokenizer training loss: reconstruction, LPIPS, GAN with LeCAM, LFQ entropy and commitment (spec §3.2, §4.5).
+"""The tokenizer training loss: reconstruction, LPIPS, GAN with LeCAM, LFQ entropy and commitment
+(docs/design.md O-17, O-29).
 
 :class:`TokenizerLoss` has two entry points that the training loop calls once each per iteration, in this order:
 
@@ -6,7 +7,7 @@
   + d_weight·disc_factor·g + entropy_weight·entropy_loss + commit_weight·commitment``;
 * :meth:`TokenizerLoss.discriminator_loss` for the D step on the same (detached) reconstruction:
   ``disc_factor·(lecam_weight·R + hinge)``. Unlike the official D step it does not recompute L1 and LPIPS, which
-  it never used (spec §9 item 32).
+  it never used (docs/design.md O-24).
 
 The module's ``state_dict`` holds the discriminator (official key names, ``discriminator.*``) and the LeCAM EMA
 (``lecam.*``); LPIPS is loaded from a file and never checkpointed.
@@ -46,7 +47,7 @@ DISCRIMINATOR_LOG_KEYS = (
 
 @dataclass(frozen=True)
 class TokenizerLossConfig:
-    """Every knob of the official loss (spec §3.5); the defaults are the ``imagenet_128_L`` recipe.
+    """Every knob of the official loss (docs/design.md O-21); the defaults are the ``imagenet_128_L`` recipe.
 
     ``gen_loss_weight=None`` switches to the adaptive weight (needs ``last_layer``); ``lecam_weight`` None or 0
     turns LeCAM off; ``perceptual_weight=0`` never loads LPIPS. ``entropy_weight`` is the official
@@ -107,7 +108,7 @@ class TokenizerLossConfig:
         return dataclasses.replace(self, **changes)
 
 
-# The loss of each official recipe (spec §3.5), named like the tokenizer presets.
+# The loss of each official recipe (docs/design.md O-21), named like the tokenizer presets.
 LOSS_PRESETS: dict[str, TokenizerLossConfig] = {
     "imagenet_128_L": TokenizerLossConfig(),
     "imagenet_256_L": TokenizerLossConfig(lecam_weight=0.05),
@@ -167,7 +168,7 @@ class TokenizerLoss(nn.Module):
             )
 
     def _reconstruction_terms(self, x: Tensor, xrec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(mean L1, mean LPIPS, nll) in float32; L1 and LPIPS per frame for clips (spec §3.2, §4.5)."""
+        """(mean L1, mean LPIPS, nll) in float32; L1 and LPIPS per frame for clips (docs/design.md O-17, O-29)."""
         l1 = (x.float() - xrec.float()).abs().mean()
         if self.perceptual is None:
             p = l1.new_zeros(())
@@ -177,7 +178,7 @@ class TokenizerLoss(nn.Module):
         return l1, p, nll
 
     def _generator_weight(self, nll: Tensor, g: Tensor, factor: float, last_layer: Tensor | None) -> Tensor:
-        """d_weight: the constant ``gen_loss_weight``, or the adaptive weight when it is None (spec §3.2)."""
+        """d_weight: the constant ``gen_loss_weight``, or the adaptive weight when it is None (docs/design.md O-17)."""
         c = self.config
         if c.gen_loss_weight is not None:
             return nll.new_tensor(c.gen_loss_weight)
@@ -194,7 +195,7 @@ class TokenizerLoss(nn.Module):
     def generator_loss(
         self, x: Tensor, xrec: Tensor, quant: LFQOutput, step: int, last_layer: Tensor | None = None
     ) -> LossOutput:
-        """Loss of the G step (spec §3.2).
+        """Loss of the G step (docs/design.md O-17).
 
         x: inputs, xrec: the decoder output (unclamped); both (B, 3, H, W) or (B, 3, T, H, W), in [−1, 1].
         quant: the tokenizer forward's :class:`~open_magvit2.quantize.LFQOutput`. step: the global step (for
@@ -233,7 +234,7 @@ class TokenizerLoss(nn.Module):
         discriminator: nn.Module | None = None,
         batch_mean: Callable[[Tensor], Tensor] | None = None,
     ) -> LossOutput:
-        """Loss of the D step (spec §3.2, §4.5): ``disc_factor·(lecam_weight·R + D loss)``.
+        """Loss of the D step (docs/design.md O-17, O-29): ``disc_factor·(lecam_weight·R + D loss)``.
 
         x, xrec as in :meth:`generator_loss`; both are detached here. Real and fake go through D in two calls, so
         BatchNorm normalises them separately, as officially. ``discriminator``: the module to call, e.g. the
@@ -241,7 +242,8 @@ class TokenizerLoss(nn.Module):
         ``batch_mean``: averages a tensor over ranks, so every rank keeps the same LeCAM state (None: local).
         The LeCAM EMA is updated first, then used, and only in training mode (``self.training``): validation and
         logging calls under ``.eval()`` read it without changing it (the official code updates it in validation too,
-        spec §9 item 18). For clips it is updated only once ``disc_factor > 0`` (spec §4.5), for images always.
+        docs/design.md O-18). For clips it is updated only once ``disc_factor > 0`` (O-29), for images
+        always.
         """
         self._check_pair(x, xrec)
         c = self.config
@@ -278,7 +280,7 @@ class TokenizerLoss(nn.Module):
         if not sd:
             raise ValueError(
                 "the state dict has no loss.discriminator.* keys: released tokenizer files do not contain the "
-                "discriminator (spec §0.1), so it starts from its initialisation"
+                "discriminator, so it starts from its initialisation"
             )
         load_strict(self.discriminator, sd, what=f"discriminator {self.config.discriminator!r}")
 

@@ -1,4 +1,5 @@
-"""LFQ tokens as integers: ±1 codes ↔ LSB-first indices, and the factorisation into sub-tokens (spec §2.2–2.3).
+"""LFQ tokens as integers: ±1 codes ↔ LSB-first indices, and the factorisation into sub-tokens
+(docs/design.md O-11, O-12).
 
 A low module (no model code): the quantiser, the entropy reference and the data/token code all use it.
 """
@@ -72,7 +73,7 @@ def unchecked_indices_to_codes(indices: Tensor, bits: int, dtype: torch.dtype = 
 
 
 def factorize_indices(indices: Tensor, factorized_bits: tuple[int, ...] = (6, 12)) -> tuple[Tensor, ...]:
-    """Split full indices into sub-tokens (spec §2.3): for (6, 12), ``pre = I & 63`` and ``post = I >> 6``."""
+    """Split full indices into sub-tokens (docs/design.md O-12): for (6, 12), ``pre = I & 63`` and ``post = I >> 6``."""
     factorized_bits = _normalize_factorized_bits(factorized_bits)
     _check_indices(indices, sum(factorized_bits))
     out, shift = [], 0

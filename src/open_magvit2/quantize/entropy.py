@@ -1,10 +1,10 @@
-"""Entropy terms of the LFQ penalty (paper §3.1, spec §2.4) without the (tokens × 2^K) logits.
+"""Entropy terms of the LFQ penalty (paper §2.2 eq. 3, docs/design.md O-13) without the (tokens × 2^K) logits.
 
 The official code builds logits ``ℓ[n, j] = 2⟨z_n, c_j⟩`` against all 2^K codes ``c_j ∈ {±1}^K``, takes
 ``p = softmax(ℓ/τ)`` and derives two entropies from it. Because ``ℓ/τ = Σ_k 2 z_k c_k / τ`` is a sum over bits,
 that softmax is a *product* distribution over the K bits:
 
-    P(bit_k = 1 | z_n) = sigmoid(x_{n,k}),   x = 4 z / τ                       (spec §2.4, verified)
+    P(bit_k = 1 | z_n) = sigmoid(x_{n,k}),   x = 4 z / τ                       (docs/design.md O-13)
 
 * Per-sample entropy H_s = mean_n Σ_k h(x_{n,k}) with the binary entropy h: O(N·K), no codebook at all.
 * Codebook entropy H_c = −Σ_j p̄_j log(p̄_j + eps) with p̄ = mean_n p_n (a mixture of product distributions, it does
@@ -86,7 +86,8 @@ def _is_distributed() -> bool:
 
 
 def _synced_mean(probs_sum: Tensor, count: int) -> Tensor:
-    """p̄ over all ranks' tokens (token-weighted), with gradients for this rank's tokens (spec §2.4 departure).
+    """p̄ over all ranks' tokens (token-weighted), with gradients for this rank's tokens (a departure,
+    docs/design.md O-13).
 
     Forward: ``Σ_r probs_sum_r / Σ_r N_r`` (equals p̄ of the concatenated batch). Backward: the local term is
     scaled by ``W / Σ_r N_r``, so that DDP's gradient *averaging* over W ranks yields exactly the gradient of
@@ -110,9 +111,9 @@ def entropy_from_probs(p: Tensor, eps: float) -> Tensor:
 
 
 def entropy_terms(z: Tensor, *, temperature: float = 0.01, eps: float = 1e-5, sync: bool = False) -> EntropyTerms:
-    """H_s and H_c of z (B, K, *spatial), equal to the official values (spec §2.4) without the 2^K logits.
+    """H_s and H_c of z (B, K, *spatial), equal to the official values (docs/design.md O-13) without the 2^K logits.
 
-    Computed in float32 (float64 for float64 z) with autocast disabled, whatever the input dtype (spec §9.31).
+    Computed in float32 (float64 for float64 z) with autocast disabled, whatever the input dtype (docs/design.md O-14).
     ``sync=True``: when torch.distributed is initialised with > 1 rank, p̄ is averaged over all ranks' tokens (a
     collective: every rank must call it). The default, like the official code, uses the local p̄.
     """

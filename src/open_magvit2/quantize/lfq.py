@@ -1,7 +1,7 @@
-"""Lookup-free quantisation (LFQ), paper §3.1 / spec §2.
+"""Lookup-free quantisation (LFQ), paper §2.2 (eq. 1–3) / docs/design.md O-10–O-14.
 
 Each latent channel is quantised independently to ±1; a token with K channels is an integer in [0, 2^K) whose
-bit k is channel k (LSB first, spec §2.2 — the official docstrings say big-endian, the code is LSB-first).
+bit k is channel k (LSB first, docs/design.md O-11 — the official docstrings say big-endian, the code is LSB-first).
 There is no codebook lookup and no learnable state.
 """
 
@@ -91,7 +91,7 @@ class LFQ(nn.Module):
                 "the encoder's z_channels must equal the quantiser's bits"
             )
         q = quantize_signs(z)
-        codes = z + (q - z).detach()  # straight-through estimator (spec §2.1)
+        codes = z + (q - z).detach()  # straight-through estimator (docs/design.md O-10)
         indices = codes_to_indices(q)
         zero = z.new_zeros((), dtype=torch.float32)
         if not self.training:
@@ -99,7 +99,7 @@ class LFQ(nn.Module):
         h_s, h_c = entropy_terms(z, temperature=self.temperature, eps=self.eps, sync=sync_codebook)
         entropy_loss = self.sample_weight * h_s - self.codebook_weight * h_c
         dtype = torch.promote_types(z.dtype, torch.float32)  # float32 under autocast, float64 stays float64
-        commitment = (z.to(dtype) - q.detach().to(dtype)).square().mean()  # gradient into z only (spec §2.4)
+        commitment = (z.to(dtype) - q.detach().to(dtype)).square().mean()  # gradient into z only (docs/design.md O-13)
         return LFQOutput(codes, indices, entropy_loss, h_s, h_c, commitment)
 
     def indices_to_codes(self, indices: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:

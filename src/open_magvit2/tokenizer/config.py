@@ -9,15 +9,15 @@ from typing import Any
 
 from torch import Tensor
 
-GROUPS = 32  # every GroupNorm of the official model uses 32 groups (spec §1.1)
+GROUPS = 32  # every GroupNorm of the official model uses 32 groups (docs/design.md O-05)
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Architecture of an Open-MAGVIT2 tokenizer (spec §1.2–1.4, §4).
+    """Architecture of an Open-MAGVIT2 tokenizer (docs/design.md O-07, O-25, O-26).
 
     ``ch_mult[i]`` scales ``ch`` at level i; every level but the last halves H and W. For ``dims=3`` a level
-    also halves time when ``ch_mult[i] != 1`` (spec §4.2). ``z_channels`` is the number of LFQ bits K; the
+    also halves time when ``ch_mult[i] != 1`` (docs/design.md O-26). ``z_channels`` is the number of LFQ bits K; the
     codebook has 2^K entries. ``factorized_bits`` only configures token factorisation of the indices (the AR
     first stage uses ``(6, 12)``); it changes no weight.
     """

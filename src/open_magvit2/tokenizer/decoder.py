@@ -1,4 +1,4 @@
-"""The tokenizer decoder (spec §1.3; video §4.2): ±1 code maps → images or clips (unbounded, not tanh'ed)."""
+"""The tokenizer decoder (docs/design.md O-07, O-26): ±1 code maps → images or clips (unbounded, not tanh'ed)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class DecoderLevel(nn.Module):
 
 class Decoder(nn.Module):
     """``conv_in`` → ``mid_block`` → for i = L−1 … 0: AGN(i), level i (with upsampling for i ≥ 1) → GN → swish →
-    ``conv_out``. Every AGN is conditioned on the decoder's input code map (spec §1.3).
+    ``conv_out``. Every AGN is conditioned on the decoder's input code map (docs/design.md O-06).
 
     ``up`` and ``adaptive`` are indexed by level in ascending order, as the official state dict is.
     """
@@ -48,7 +48,7 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList()
         for i in range(n):
             block = None
-            if i > 0:  # temporal upsampling mirrors the encoder's temporal downsampling of level i − 1 (spec §4.2)
+            if i > 0:  # time upsampling mirrors the encoder's time downsampling of level i − 1 (docs/design.md O-26)
                 block = (2, 2) if d == 2 else (config.temporal_strides[i - 1], 2, 2)
             self.up.append(DecoderLevel(d, c_in[i], widths[i], r, block))
         self.adaptive = nn.ModuleList(AdaptiveGroupNorm(z, c_in[i]) for i in range(n))

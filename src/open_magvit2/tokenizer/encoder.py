@@ -1,4 +1,4 @@
-"""The tokenizer encoder (spec §1.2; video §4.2): images or clips → raw LFQ logits z (no quant_conv)."""
+"""The tokenizer encoder (docs/design.md O-07, O-26): images or clips → raw LFQ logits z (no quant_conv)."""
 
 from __future__ import annotations
 

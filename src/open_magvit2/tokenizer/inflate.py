@@ -1,17 +1,19 @@
-"""Image → video inflation of tokenizer weights (spec §4.4): initialise the causal-3D model from a 2D checkpoint.
+"""Image → video inflation of tokenizer weights (docs/design.md O-28): initialise the causal-3D model from a 2D
+checkpoint.
 
-The official ``inflate_from_image`` pairs image and video tensors *by position* (spec §9 item 15), which is only
+The official ``inflate_from_image`` pairs image and video tensors *by position*, which is only
 right while both models register their modules in the same order. Here every tensor is paired *by name*: the
-video name of ``X.weight`` is ``X.conv_1.weight`` when ``X`` is a convolution of the video model (spec §4.3), and
-the EMA twins follow the same map after flattening (spec §0.2). The tensor rules are the official ones:
+video name of ``X.weight`` is ``X.conv_1.weight`` when ``X`` is a convolution of the video model
+(docs/design.md O-25), and the EMA twins follow the same map after flattening (docs/design.md O-02). The tensor
+rules are the official ones:
 
 * same shape (norms, AGN linears, biases) → copied;
 * 2D kernel [O, I, kh, kw] → 3D kernel [O, I, kt, kh, kw] that is zero except the **last** temporal slice, which
-  holds the 2D kernel. Under causal padding (spec §4.1) the last slice sees the current frame, so a video of one
-  frame is processed exactly as the image (1×1 kernels become 1×1×1);
+  holds the 2D kernel. Under causal padding (docs/design.md O-25) the last slice sees the current frame, so a video
+  of one frame is processed exactly as the image (1×1 kernels become 1×1×1);
 * temporal upsampler (block (2, 2, 2), output c·8 instead of c·4) → the 2D kernel repeated twice along the output
-  channels (in the last slice) and its bias repeated twice. In the 3D DCR order (spec §4.2) the temporal offset
-  is the slowest-varying part of the channel index, so both generated frames start as the 2D upsampler's output.
+  channels (in the last slice) and its bias repeated twice. In the 3D DCR order (docs/design.md O-26) the temporal
+  offset is the slowest-varying part of the channel index, so both generated frames start as the 2D upsampler's output.
 
 Inflation only copies, zeroes and repeats, so the result is bit-exact (checked against the official inflation,
 ``tests/fixtures/official/video_inflation_tiny``, by the sha256 of every tensor).

@@ -1,8 +1,8 @@
-"""Building blocks of the tokenizers, written once for 2D images and causal-3D video (spec §1.1, §4.1–4.2).
+"""Building blocks of the tokenizers, written once for 2D images and causal-3D video (docs/design.md O-05, O-25, O-26).
 
 ``dims=2`` gives the image model's plain ``nn.Conv2d`` layers; ``dims=3`` wraps ``nn.Conv3d`` in
-:class:`CausalConv3d` (state-dict name ``.conv_1``, spec §4.3) with causal zero padding in time. Everything else
-(ResBlock, down/upsampling, adaptive GroupNorm) is shared.
+:class:`CausalConv3d` (state-dict name ``.conv_1``, docs/design.md O-25) with causal zero padding in time.
+Everything else (ResBlock, down/upsampling, adaptive GroupNorm) is shared.
 
 **Inference fast path.** With autograd off (``torch.no_grad`` / ``torch.inference_mode``) the blocks apply SiLU
 and the residual add in place and the 2-D model runs channels-last on the devices that ``precision.CHANNELS_LAST``
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from open_magvit2.precision import channels_last
 from open_magvit2.tokenizer.config import GROUPS
 
-NORM_EPS = 1e-6  # every GroupNorm and the AGN variance floor (spec §1.1)
+NORM_EPS = 1e-6  # every GroupNorm and the AGN variance floor (docs/design.md O-05, O-06)
 
 
 def _triple(v: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
@@ -30,7 +30,8 @@ def _triple(v: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
 
 
 class CausalConv3d(nn.Module):
-    """Conv3d with zero padding k//2 in H and W, and k_t − 1 frames in front in time (spec §4.1, ``ConvBlock3D``)."""
+    """Conv3d with zero padding k//2 in H and W, and k_t − 1 frames in front in time (``ConvBlock3D``,
+    docs/design.md O-25)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int, int] = 1, *, bias: bool) -> None:
         super().__init__()
@@ -50,12 +51,12 @@ def conv_nd(dims: int, cin: int, cout: int, kernel: int, stride: int | tuple[int
 
 
 def group_norm(c: int, affine: bool = True) -> nn.GroupNorm:
-    """GN(32, c, eps 1e-6). On 5D input it normalises each group over (T, H, W) jointly (spec §4.2)."""
+    """GN(32, c, eps 1e-6). On 5D input it normalises each group over (T, H, W) jointly (docs/design.md O-27)."""
     return nn.GroupNorm(GROUPS, c, eps=NORM_EPS, affine=affine)
 
 
 def norm_silu(norm: nn.Module, x: Tensor) -> Tensor:
-    """``swish(norm(x))`` (spec §1.1); the SiLU runs in place on the fresh norm output when autograd is off."""
+    """``swish(norm(x))`` (docs/design.md O-05); the SiLU runs in place on the fresh norm output without autograd."""
     return F.silu(norm(x), inplace=not torch.is_grad_enabled())
 
 
@@ -68,7 +69,7 @@ def inference_layout(x: Tensor) -> Tensor:
 
 
 class ResBlock(nn.Module):
-    """``h = conv1(swish(norm1(x))); h = conv2(swish(norm2(h))); return h + shortcut(x)`` (spec §1.1).
+    """``h = conv1(swish(norm1(x))); h = conv2(swish(norm2(h))); return h + shortcut(x)`` (docs/design.md O-05).
 
     Convs have no bias; ``nin_shortcut`` (1×1) exists only when cin != cout. Registration order (norm1, norm2,
     conv1, conv2, nin_shortcut) keeps the official state-dict order.
@@ -89,7 +90,8 @@ class ResBlock(nn.Module):
 
 
 def depth_to_space(x: Tensor, block: tuple[int, ...]) -> Tensor:
-    """DCR depth-to-space (spec §1.1, §4.2): ``out[:, k, b·t+a, b·y+i, b·x+j] = x[:, ((a·bh+i)·bw+j)·c + k, t, y, x]``.
+    """DCR depth-to-space (docs/design.md O-05, O-26):
+    ``out[:, k, b·t+a, b·y+i, b·x+j] = x[:, ((a·bh+i)·bw+j)·c + k, t, y, x]``.
 
     This is not ``F.pixel_shuffle`` order (which puts the channel index first). The output is contiguous
     whatever the input's memory format, as the official ``view/permute/contiguous`` is.
@@ -100,7 +102,7 @@ def depth_to_space(x: Tensor, block: tuple[int, ...]) -> Tensor:
 
 
 class Upsampler(nn.Module):
-    """``conv1`` to c·prod(block) channels, then DCR depth-to-space (spec §1.1, §4.2).
+    """``conv1`` to c·prod(block) channels, then DCR depth-to-space (docs/design.md O-05, O-26).
 
     With a temporal block of 2 the first latent frame is emitted once, not twice: T frames become 2T − 1
     (drop frame 1 of the 2T, or keep only frame 0 when T = 1).
@@ -119,11 +121,11 @@ class Upsampler(nn.Module):
 
 
 class AdaptiveGroupNorm(nn.Module):
-    """GroupNorm without affine, modulated by statistics of the quantised latent (spec §1.1, "AGN").
+    """GroupNorm without affine, modulated by statistics of the quantised latent (docs/design.md O-06, "AGN").
 
     ``gamma`` sees the per-channel standard deviation of the code map over all latent positions (the
     *unbiased* variance plus 1e-6 — the official comment says otherwise, the code does this; NaN for a single
-    latent position), ``beta`` its mean. For video the statistics span all frames (spec §4.2), which is one
+    latent position), ``beta`` its mean. For video the statistics span all frames (docs/design.md O-27), which is one
     reason the official video model is not causal.
 
     The statistics and the ``gamma``/``beta`` projections are computed in float32 whatever the weights' dtype
@@ -138,7 +140,7 @@ class AdaptiveGroupNorm(nn.Module):
 
     def forward(self, x: Tensor, quantized: Tensor) -> Tensor:
         q = quantized.flatten(2).float()  # (B, z, N) over all latent positions; a no-op for float32
-        scale = torch.sqrt(q.var(dim=-1) + NORM_EPS)  # unbiased (N − 1), spec §9 item 1
+        scale = torch.sqrt(q.var(dim=-1) + NORM_EPS)  # unbiased (N − 1), docs/design.md O-06
         bias = q.mean(dim=-1)
         expand = (...,) + (None,) * (x.dim() - 2)
         gamma = _linear_f32(self.gamma, scale).to(x.dtype)[expand]  # (B, c, 1, 1[, 1])

@@ -1,8 +1,8 @@
-"""The assembled tokenizers: encoder → LFQ → decoder, with checkpoint loading (spec §1.6, §0.2).
+"""The assembled tokenizers: encoder → LFQ → decoder, with checkpoint loading (docs/design.md O-02, O-08).
 
 :class:`Tokenizer` holds everything; :class:`ImageTokenizer` is its 2D form, and the video tokenizer
 (``tokenizer/video.py``) its causal-3D form. State-dict keys are exactly the official ``encoder.*`` /
-``decoder.*`` names; the quantiser has no state (spec §0.3).
+``decoder.*`` names; the quantiser has no state (docs/design.md O-03).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from open_magvit2.checkpoints.hub import save_pretrained_dir
 from open_magvit2.checkpoints.loading import Checkpoint, build_and_load, check_model_type, open_checkpoint
-from open_magvit2.checkpoints.official import tokenizer_weights
+from open_magvit2.checkpoints.official import check_weights, tokenizer_weights
 from open_magvit2.quantize import LFQ, LFQOutput, indices_to_codes
 from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.decoder import Decoder
@@ -37,7 +37,7 @@ class Tokenizer(nn.Module):
     """Encoder, lookup-free quantiser and decoder of Open-MAGVIT2, for any ``config.dims``.
 
     Inputs are float tensors in [−1, 1]: (B, C, H, W) for ``dims=2``, (B, C, T, H, W) for ``dims=3``.
-    Indices are int64 (B, h, w) / (B, t, h, w), LSB-first (spec §2.2).
+    Indices are int64 (B, h, w) / (B, t, h, w), LSB-first (docs/design.md O-11).
     """
 
     model_type: ClassVar[str] = "tokenizer"
@@ -183,6 +183,7 @@ class Tokenizer(nn.Module):
         The weights go straight to ``device`` (default CPU) in ``dtype`` (``torch.bfloat16`` or ``"bf16"``, …;
         default float32): no float32 copy is made on the host first (``checkpoints/loading.py``).
         """
+        check_weights(weights)  # before any file is opened or downloaded
         checkpoint = open_checkpoint(path_or_id, revision, model_type=cls.model_type)
         return cls.from_checkpoint(checkpoint, weights, device=device, dtype=dtype)
 
@@ -196,6 +197,7 @@ class Tokenizer(nn.Module):
         dtype: str | torch.dtype | None = None,
     ) -> Self:
         """:meth:`from_pretrained` for an already opened :class:`~open_magvit2.checkpoints.loading.Checkpoint`."""
+        check_weights(weights)  # a saved folder holds one set of weights, but a misspelt choice is still an error
         kinds = (cls.model_type,) if cls.dims is not None else ("image_tokenizer", "video_tokenizer")
         check_model_type(checkpoint, kinds, cls.__name__)
         if checkpoint.config is not None:  # our folder: the saved config, our key names

@@ -1,4 +1,4 @@
-"""Named tokenizer architectures: the released checkpoints (spec §1.4, §4) and a tiny CPU variant of each.
+"""Named tokenizer architectures: the released checkpoints (docs/design.md O-07, O-26) and a tiny CPU variant of each.
 
 A ``*_tiny`` preset keeps its parent's levels, downsampling factor and codebook, with ch=32 and one ResBlock per
 level, for tests and demos.
@@ -15,7 +15,7 @@ _FULL: dict[str, TokenizerConfig] = {
     "imagenet_256_L": TokenizerConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=18),
     "pretrain_256_262144": TokenizerConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=18),
     "pretrain_256_16384": TokenizerConfig(ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=4, z_channels=14),
-    # 17×128² → 5×16² tokens; video_128_262144.ckpt (spec §4)
+    # 17×128² → 5×16² tokens; video_128_262144.ckpt (docs/design.md O-26)
     "ucf101_128_L": TokenizerConfig(ch=128, ch_mult=(1, 2, 2, 4), num_res_blocks=4, z_channels=18, dims=3),
 }
 

@@ -1,11 +1,12 @@
-"""The Open-MAGVIT2 video tokenizer (spec §4): the image tokenizer's code with ``dims=3`` (causal-3D convs).
+"""The Open-MAGVIT2 video tokenizer (docs/design.md O-25–O-27): the image tokenizer's code with ``dims=3``
+(causal-3D convs).
 
 Frames: each temporal downsampling maps T → ⌊(T−1)/2⌋ + 1 and each temporal upsampling t → 2t − 1, so with n
 temporal downsamplings (2 for ``ucf101_128_L``) a clip must have T = 2^n·k + 1 frames: 17 → 5 → 17, 9 → 3 → 9,
-1 → 1 → 1 (spec §4.2).
+1 → 1 → 1 (docs/design.md O-26).
 
 **Not causal.** Convolutions are causal in time, but GroupNorm normalises over all frames and the decoder's
-adaptive GroupNorm takes its statistics over all latent frames (spec §4.2, §9 item 4). Changing the last input
+adaptive GroupNorm takes its statistics over all latent frames (docs/design.md O-27). Changing the last input
 frame therefore changes every latent frame. This is the official behaviour and the released weights depend on it,
 so it is kept. Consequence for long videos: windows (``encode_windows``) are encoded independently, and a window
 never sees its neighbours.
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from open_magvit2.tokenizer.model import Tokenizer
 
-DEFAULT_WINDOW = 17  # the training clip length of the released model (spec §4, §6.3)
+DEFAULT_WINDOW = 17  # the training clip length of the released model (docs/design.md O-26, O-47)
 DEFAULT_TILE = 256  # pixels; 2× the released model's training size, ~4× its activation memory per tile
 DEFAULT_OVERLAP = 64  # pixels shared by neighbouring tiles (8 latent positions at 8×)
 
@@ -52,7 +53,7 @@ class VideoTokenizer(Tokenizer):
     model_type = "video_tokenizer"
     dims = 3
 
-    # ---- the frame-count rule (spec §4.2) ---------------------------------------------------------------------
+    # ---- the frame-count rule (docs/design.md O-26) -----------------------------------------------------------
     @property
     def frame_step(self) -> int:
         """Valid frame counts are 1 + k·frame_step (4 for the released model)."""

@@ -1,4 +1,5 @@
-"""Training checkpoints for both trainers: atomic save, the last K kept, newest-complete lookup, exact resume.
+"""Training checkpoints for both trainers: atomic save, the last K kept, and the one reader of run checkpoints
+(``newest_checkpoint``, ``read_checkpoint``, ``run_weights``) that resume, export and the training inits share.
 
 Layout (one directory per checkpoint)::
 
@@ -12,6 +13,9 @@ All ranks write into ``.tmp-step_0000100``; rank 0 renames it into place only af
 directory named ``step_*`` is always complete. A crash or SIGKILL mid-save leaves only a ``.tmp-*`` directory,
 which the next save removes; the previous checkpoint is untouched. Files are read with
 ``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only, nothing is executed.
+
+A checkpoint that cannot be read (a disk error, a file damaged after the fact) is skipped by
+:func:`newest_checkpoint` in favour of the next older one, with a line saying which and why.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import os
 import random
 import re
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from open_magvit2.distributed import DistContext, barrier, gather_to_main
 
@@ -168,10 +174,15 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_STEP_RE.match(p.name).group(1)))
 
 
-# ---- loading ----------------------------------------------------------------------------------------------------
+# ---- reading --------------------------------------------------------------------------------------------------
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint that cannot be used: unreadable files, or weights that are not finite."""
 
 
 class Loaded(NamedTuple):
+    path: Path  # the checkpoint directory
     state: dict[str, Any]  # rank 0's payload (every rank reads it)
     rank_state: dict[str, Any]  # this rank's own state
     shard: dict[str, Any] | None  # this rank's shard (sharded runs)
@@ -183,47 +194,157 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_file = path / META_NAME
     if not meta_file.is_file():
         raise FileNotFoundError(f"{path}: not a complete training checkpoint (no {META_NAME})")
-    return json.loads(meta_file.read_text())
+    try:
+        return json.loads(meta_file.read_text())
+    except ValueError:
+        raise DamagedCheckpoint(f"{meta_file}: damaged checkpoint metadata (not JSON)") from None
 
 
 def read_state_file(path: Path) -> dict[str, Any]:
     """One checkpoint file, read with ``weights_only=True`` (tensors and plain values; nothing is executed)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing from its checkpoint") from None
     except Exception as e:  # damaged file or one that needs pickle code: never executed
-        first = str(e).splitlines()[0][:160] if str(e) else ""
-        raise ValueError(f"{path}: unreadable checkpoint file ({type(e).__name__}: {first})") from None
+        why = " ".join(str(e).split()) or type(e).__name__
+        why = why if len(why) <= 200 else why[: why.rfind(" ", 0, 200)] + " …"
+        raise DamagedCheckpoint(f"{path}: unreadable checkpoint file ({type(e).__name__}: {why})") from None
 
 
-def load_checkpoint(path: str | Path, ctx: DistContext) -> Loaded:
-    """Read a checkpoint for this rank. The world size must match the one that wrote it (per-rank RNG streams
-    and data positions only make sense on the same number of ranks)."""
+def read_checkpoint(path: str | Path, ctx: DistContext | None = None) -> Loaded:
+    """Read a checkpoint for this rank (rank 0 of 1 without ``ctx``). The world size must match the one that wrote
+    it when resuming (per-rank RNG streams and data positions only make sense on the same number of ranks)."""
     path = Path(path)
     meta = read_meta(path)
-    if meta["world_size"] != ctx.world_size:
+    rank = 0 if ctx is None else ctx.rank
+    if ctx is not None and meta["world_size"] != ctx.world_size:
         raise ValueError(
             f"{path} was written by {meta['world_size']} ranks; resume it with the same number "
             f"(torchrun --nproc-per-node/--nnodes), not {ctx.world_size}"
         )
     state = read_state_file(path / STATE_NAME)
     ranks = state.pop("ranks")
-    shard = read_state_file(path / shard_name(ctx.rank)) if meta.get("sharded") else None
-    return Loaded(state, ranks[ctx.rank], shard, meta)
+    shard = read_state_file(path / shard_name(rank)) if meta.get("sharded") and ctx is not None else None
+    return Loaded(path, state, ranks[rank], shard, meta)
 
 
-def resolve_resume(resume: str | None, checkpoints_dir: str | Path) -> Path | None:
-    """``--resume``: ``auto`` → the newest complete checkpoint (None: start fresh); a checkpoint directory; or a
-    run directory (its newest checkpoint)."""
+def _candidates(path: Path) -> list[Path]:
+    """A checkpoint directory as is; a run directory (or its ``checkpoints/``) → its checkpoints, newest first."""
+    if (path / META_NAME).is_file():
+        return [path]
+    return list(reversed(list_checkpoints(path / "checkpoints") or list_checkpoints(path)))
+
+
+def newest_checkpoint(run_or_checkpoint: str | Path, *, what: str = "", check: Any = None) -> Loaded:
+    """The newest intact checkpoint of a run directory (or the given checkpoint directory), read for rank 0.
+
+    A damaged checkpoint (unreadable, or rejected by ``check(loaded)`` with :class:`DamagedCheckpoint`) is skipped
+    in favour of the next older one, saying which and why on stderr; a checkpoint directory given explicitly is
+    never replaced. Other errors of ``check`` (the wrong kind of run, say) are raised at once. ``what`` prefixes the
+    error (e.g. ``"--resume runs/x"``).
+    """
+    path = Path(run_or_checkpoint).expanduser()
+    found = _candidates(path)
+    if not found:
+        raise FileNotFoundError(f"{what or path}: neither a run directory with checkpoints/step_* nor a checkpoint "
+                                f"directory (with {META_NAME})")
+    explicit = (path / META_NAME).is_file()
+    for i, ckpt in enumerate(found):
+        try:
+            loaded = read_checkpoint(ckpt)
+            if check is not None:
+                check(loaded)
+            return loaded
+        except (DamagedCheckpoint, OSError) as e:
+            if explicit:
+                raise
+            if i + 1 == len(found):
+                raise DamagedCheckpoint(f"{e}; no older checkpoint of {path} is intact either") from None
+            print(f"skipping {ckpt.name}: {e}; using {found[i + 1].name}", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def resolve_resume(resume: str | None, run_dir: str | Path) -> Loaded | None:
+    """``--resume``: None → a fresh start; ``auto`` → the newest intact checkpoint of ``run_dir`` (None when it has
+    none yet); otherwise a checkpoint directory or another run directory (its newest intact checkpoint)."""
     if resume is None:
         return None
     if resume == "auto":
-        found = list_checkpoints(checkpoints_dir)
-        return found[-1] if found else None
+        return newest_checkpoint(run_dir) if list_checkpoints(Path(run_dir) / "checkpoints") else None
     path = Path(resume).expanduser()
-    if (path / META_NAME).is_file():
-        return path
-    found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
-    if found:
-        return found[-1]
-    raise FileNotFoundError(f"--resume {resume}: neither a checkpoint directory (with {META_NAME}) nor a run "
-                            "directory holding one; use --resume auto to continue the newest checkpoint")
+    if not _candidates(path):
+        raise FileNotFoundError(f"--resume {resume}: neither a checkpoint directory (with {META_NAME}) nor a run "
+                                "directory holding one; use --resume auto to continue the newest checkpoint")
+    return newest_checkpoint(path, what=f"--resume {resume}")
+
+
+# ---- weights of a run ---------------------------------------------------------------------------------------------
+
+Weights = Literal["ema", "raw"]
+
+
+def gather_shards(checkpoint: str | Path, world_size: int) -> dict[str, Tensor]:
+    """The full parameters of a sharded (FSDP2) checkpoint, no process group needed: FSDP2 splits every parameter
+    along dim 0 like ``torch.chunk``, so the full tensor is the concatenation of the shards in rank order."""
+    checkpoint = Path(checkpoint)
+    parts = [read_state_file(checkpoint / shard_name(r))["model"] for r in range(world_size)]
+    return {name: torch.cat([p[name] for p in parts], dim=0) for name in parts[0]}
+
+
+def has_ema(state: Mapping[str, Any]) -> bool:
+    return state.get("ema") is not None
+
+
+def checkpoint_weights(loaded: Loaded, weights: Weights | None = None) -> tuple[dict[str, Tensor], Weights]:
+    """(state dict, which) of the trained model in a run checkpoint; sharded checkpoints are gathered.
+
+    The one EMA policy: ``weights=None`` takes what the run's recipe kept as its result (the EMA weights when
+    ``run.ema_decay`` was set, the trained weights when it was null); ``"ema"`` on a run without EMA weights is an
+    error that says ``--weights raw``; ``"raw"`` is always the trained weights.
+    """
+    state = loaded.state
+    if weights not in (None, "ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    if weights == "ema" and not has_ema(state):
+        raise ValueError(f"{loaded.path} keeps no EMA weights (its recipe has run.ema_decay: null); use --weights raw "
+                         "(init.weights: raw in a recipe) for its trained weights")
+    if weights != "raw" and has_ema(state):
+        return dict(state["ema"]), "ema"
+    if state.get("sharded"):
+        return gather_shards(loaded.path, loaded.meta["world_size"]), "raw"
+    return dict(state["model"]), "raw"
+
+
+def nonfinite_tensors(weights: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating tensors that hold a NaN or an infinity."""
+    return [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(loaded: Loaded, weights: Weights | None = None) -> None:
+    """``ValueError`` when the weights ``checkpoint_weights`` would give are not all finite."""
+    bad = nonfinite_tensors(checkpoint_weights(loaded, weights)[0])
+    if bad:
+        n = f"{len(bad)} tensor{'s' if len(bad) > 1 else ''}"
+        raise DamagedCheckpoint(f"{loaded.path} holds non-finite weights ({n}, e.g. {bad[0]}); it is never used")
+
+
+def run_weights(run_or_checkpoint: str | Path, kind: str, weights: Weights | None = None
+                ) -> tuple[dict[str, Tensor], Weights, Loaded]:
+    """(state dict, which, checkpoint) of the newest intact ``kind`` ("tokenizer" or "generator") checkpoint of a
+    run (or of the given checkpoint): readable, of that kind, and with finite weights."""
+
+    def check(loaded: Loaded) -> None:
+        if loaded.state.get("kind") != kind:
+            raise ValueError(f"{loaded.path} is a {loaded.state.get('kind')} run checkpoint, not a {kind} one")
+        check_finite(loaded, weights)
+
+    loaded = newest_checkpoint(run_or_checkpoint, check=check)
+    sd, which = checkpoint_weights(loaded, weights)
+    return sd, which, loaded
+
+
+def is_run(path: str | Path) -> bool:
+    """True for a run directory (with complete checkpoints) or a run checkpoint directory."""
+    path = Path(path)
+    return path.is_dir() and bool(_candidates(path))

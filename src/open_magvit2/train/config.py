@@ -16,6 +16,7 @@ the keys that exist. ``--set optim.lr=3e-4`` overrides one value (parsed as YAML
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -31,21 +32,23 @@ SCHEDULES = ("constant", "drops", "cosine", "warmup_linear")
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Adam(W). Tokenizers (spec §3.5): Adam (0.5, 0.9), lr 1e-4, no decay. Generators (§5.7): AdamW (0.9, 0.95),
-    lr 3e-4, decay 0.05 on tensors with ndim ≥ 2."""
+    """Adam(W). Tokenizers (docs/design.md O-21): Adam (0.5, 0.9), lr 1e-4, no decay. Generators
+    (docs/design.md O-37): AdamW (0.9, 0.95), lr 3e-4, decay 0.05 on tensors with ndim ≥ 2."""
 
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
     eps: float = 1e-8
     weight_decay: float = 0.0
-    decay_norms: bool = False  # official AR bug (spec §9 item 12): weight decay on every tensor; off = ndim ≥ 2 only
+    decay_norms: bool = False  # official AR bug (docs/design.md O-38): decay on every tensor; off = ndim ≥ 2 only
     disc_lr: float | None = None  # tokenizer discriminator; None = lr
     grad_clip: float | None = None  # max global grad norm; None = no clipping
     grad_accum: int = 1  # micro-batches per optimiser step
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or (self.disc_lr is not None and self.disc_lr <= 0):
-            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        for name in ("lr", "disc_lr"):
+            v = getattr(self, name)
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"optim.{name} must be a finite number > 0, got {v}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         if self.grad_accum < 1:
@@ -58,12 +61,12 @@ class OptimConfig:
 class ScheduleConfig:
     """Learning-rate factor as a function of the optimiser step (see :mod:`open_magvit2.train.optim`).
 
-    * ``constant``; ``drops``: ×``drop_factor`` after each of ``drop_epochs`` / ``drop_steps`` (spec §3.5, 128_L,
-      256_L, pretrain 262144);
+    * ``constant``; ``drops``: ×``drop_factor`` after each of ``drop_epochs`` / ``drop_steps`` (docs/design.md
+      O-21: 128_L, 256_L, pretrain 262144);
     * ``cosine``: linear warm-up from ``warmup_start`` over ``warmup_steps`` (or ``warmup_epochs``), then cosine to
       the floor ``final`` at the last step (pretrain 16384, video);
-    * ``warmup_linear``: the AR schedule of spec §5.7: warm-up, constant for the first 5% after it, then linear
-      to ``final``.
+    * ``warmup_linear``: the AR schedule of docs/design.md O-37: warm-up, constant for the first 5% after it, then
+      linear to ``final``.
     """
 
     kind: str = "constant"
@@ -107,6 +110,12 @@ class RunConfig:
             raise ValueError(f"run.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"run.max_steps must be >= 1, got {self.max_steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"run.epochs must be > 0, got {self.epochs}")
+        if self.seed < 0:
+            raise ValueError(f"run.seed must be >= 0, got {self.seed}")
+        if self.sample_every < 0:
+            raise ValueError(f"run.sample_every must be >= 0 (0: never), got {self.sample_every}")
         for name in ("log_every", "save_every", "keep_last", "max_nonfinite"):
             if getattr(self, name) < 1:
                 raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
@@ -118,13 +127,15 @@ class RunConfig:
 class InitConfig:
     """Where the weights start: scratch (all null), a checkpoint, or (video) an image tokenizer to inflate."""
 
-    checkpoint: str | None = None  # official .ckpt, save_pretrained dir, or a run checkpoint
-    weights: str = "ema"  # which weights of an official tokenizer .ckpt (or a run checkpoint) to start from
+    checkpoint: str | None = None  # official .ckpt, save_pretrained dir, a run or a run checkpoint
+    # which weights to start from: null = the source's own result (a run's EMA when its recipe keeps one, an
+    # official tokenizer file's EMA); ema | raw to choose (ema where there is none is an error)
+    weights: str | None = None
     inflate_from: str | None = None  # video tokenizers: an image tokenizer inflated by inflate_image_to_video
 
     def __post_init__(self) -> None:
-        if self.weights not in ("ema", "raw"):
-            raise ValueError(f"init.weights must be 'ema' or 'raw', got {self.weights!r}")
+        if self.weights not in (None, "ema", "raw"):
+            raise ValueError(f"init.weights must be ema, raw or null, got {self.weights!r}")
         if self.checkpoint and self.inflate_from:
             raise ValueError("set init.checkpoint or init.inflate_from, not both")
 
@@ -174,6 +185,8 @@ def _convert(hint: Any, value: Any, key: str, default: Any = None) -> Any:
             pass
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ValueError(f"{key} must be {hint.__name__}, got {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
     return value
 
 
@@ -221,9 +234,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {path}")
     yaml = _yaml()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        raise ValueError(f"{path}: the recipe is empty; start from one in configs/ (e.g. --config tiny)")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
     return data
@@ -253,6 +268,29 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 def dump_yaml(data: Mapping[str, Any]) -> str:
     return _yaml().safe_dump(to_dict(data), sort_keys=False)
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs"  # package data; configs/ in a checkout links here
+
+
+def recipe_names(kind: str) -> list[str]:
+    """The shipped recipes for ``kind`` ("tokenizer" or "generator"), as ``--config`` accepts them."""
+    names = [p.stem for p in sorted((RECIPES / kind).glob("*.yaml"))]
+    demo = [f"demo/{p.stem}" for p in sorted((RECIPES / "demo").glob("*.yaml")) if p.stem.endswith(kind)
+            or (kind == "generator" and p.stem == "generator")]
+    return names + demo
+
+
+def resolve_recipe(config: str | Path, kind: str) -> Path:
+    """``--config``: a YAML file, or the name of a shipped recipe (``tiny``, ``imagenet_128_L``, ``demo/...``)."""
+    path = Path(config).expanduser()
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    for candidate in (RECIPES / kind / f"{config}.yaml", RECIPES / f"{config}.yaml"):
+        if candidate.is_file() and str(config) in recipe_names(kind):
+            return candidate
+    raise FileNotFoundError(f"--config {config}: neither a recipe file nor a shipped {kind} recipe; the shipped "
+                            f"ones are {', '.join(recipe_names(kind))}")
 
 
 def load_recipe(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (), **defaults: Any) -> T:

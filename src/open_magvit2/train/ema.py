@@ -1,4 +1,4 @@
-"""Exponential moving average of model weights (spec §3.6), as a frozen copy of the model (DiT's ``ema``).
+"""Exponential moving average of model weights (docs/design.md O-23), as a frozen copy of the model (DiT's ``ema``).
 
 After each optimiser step: ``shadow ← shadow − (1 − decay)·(shadow − param)`` for every parameter, decay
 constant (0.999, no warm-up: the official ``LitEma`` runs with ``use_num_upates=False``). The copy starts equal

@@ -1,60 +1,93 @@
-"""``open-magvit2 export``: a training checkpoint → a ``save_pretrained`` directory that ``from_pretrained`` loads."""
+"""``open-magvit2 export``: a run (its newest intact checkpoint) or a run checkpoint → a ``save_pretrained``
+directory that ``from_pretrained`` loads.
+
+Which weights: the run's own result by default (its EMA weights when the recipe keeps them, else the trained
+ones), or ``ema`` / ``raw`` as asked (``ema`` from a run without EMA is an error). A checkpoint that cannot be read
+or whose weights are not finite is never exported: for a run directory the next older intact one is taken, saying
+so. The folder is written under a temporary name and renamed into place, and proven loadable before that.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from open_magvit2.checkpoints.hub import save_pretrained_dir
-from open_magvit2.train.checkpoint import META_NAME, STATE_NAME, list_checkpoints, read_state_file
+from torch import Tensor
+
+from open_magvit2.checkpoints.hub import CONFIG_NAME, load_pretrained_dir, save_pretrained_dir
+from open_magvit2.fileio import check_output_dir
+from open_magvit2.generator import GeneratorConfig, ImageGenerator
+from open_magvit2.tokenizer import TokenizerConfig
+from open_magvit2.train.checkpoint import META_NAME, Loaded, Weights, list_checkpoints, read_meta, run_weights
+from open_magvit2.train.rundir import TOKENIZER_DIR
 
 
-def find_checkpoint(run_or_checkpoint: str | Path) -> Path:
-    """A checkpoint directory as is; a run directory → its newest complete checkpoint."""
-    path = Path(run_or_checkpoint).expanduser()
-    if (path / META_NAME).is_file():
-        return path
-    found = list_checkpoints(path / "checkpoints")
+def _export_tokenizer(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: dict[str, Any]) -> Path:
+    s = loaded.state
+    return save_pretrained_dir(out, s["model_type"], s["tokenizer_config"], sd, metadata=meta)
+
+
+def _export_generator(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: dict[str, Any]) -> Path:
+    """The transformer with the tokenizer that made its tokens (``RUN_DIR/tokenizer/``), so that ``generate``
+    and ``sample_images`` work on the exported folder."""
+    s = loaded.state
+    config = GeneratorConfig.from_dict(s["generator_config"])
+    full = {f"transformer.{k}": v for k, v in sd.items()}
+    tok_config = None
+    if s.get("tokenizer") is not None:
+        tok_dir = loaded.path.parent.parent / TOKENIZER_DIR
+        if not (tok_dir / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{tok_dir}: the run's tokenizer copy is missing; it is needed to decode samples")
+        _, tcfg, tsd = load_pretrained_dir(tok_dir)
+        tok_config = TokenizerConfig.from_dict(tcfg)
+        full.update({f"tokenizer.{k}": v for k, v in tsd.items()})
+    model = ImageGenerator.from_weights(config, tok_config, full)  # strict: proves the folder will load
+    doc = {"generator": config.to_dict(), "tokenizer": None if tok_config is None else tok_config.to_dict()}
+    return save_pretrained_dir(out, model.model_type, doc, model.state_dict(), metadata=meta)
+
+
+EXPORTERS = {"tokenizer": _export_tokenizer, "generator": _export_generator}
+
+
+def export_run(run_or_checkpoint: str | Path, out: str | Path, weights: Weights | None = None) -> Path:
+    """Write the weights of a run's newest intact checkpoint (or of the given checkpoint) as a save_pretrained
+    directory; returns ``out``. ``weights``: None (the run's own result), ``"ema"`` or ``"raw"``."""
+    if weights not in (None, "ema", "raw"):
+        raise ValueError(f"--weights must be ema or raw, got {weights!r}")
+    out = Path(out)
+    check_output_dir(out, "output folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose a new output directory")
+    src = Path(run_or_checkpoint).expanduser()
+    kind = _kind(src)
+    sd, which, loaded = run_weights(src, kind, weights)
+    meta = {"source": str(loaded.path), "step": loaded.state["step"], "weights": which}
+    parent = out.absolute().parent
+    made = [p for p in (parent, *parent.parents) if not p.exists()]
+    tmp = parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        EXPORTERS[kind](sd, loaded, tmp, meta)
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # the folders this export created, innermost first
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
+    return out
+
+
+def _kind(path: Path) -> str:
+    """"tokenizer" or "generator", from the newest checkpoint's metadata (every checkpoint of a run agrees)."""
+    found = [path] if (path / META_NAME).is_file() else list_checkpoints(path / "checkpoints")
     if not found:
         raise FileNotFoundError(f"{path}: no complete checkpoint (neither a run directory with checkpoints/step_* "
                                 "nor a checkpoint directory)")
-    return found[-1]
-
-
-def _tokenizer_weights(state: dict[str, Any], weights: str, where: Path) -> dict:
-    if weights == "ema":
-        if state.get("ema") is None:
-            raise ValueError(f"{where} has no EMA weights (run.ema_decay was null); export with --weights raw")
-        return state["ema"]
-    return state["model"]
-
-
-def export_tokenizer(state: dict[str, Any], out: Path, weights: str, where: Path) -> Path:
-    meta = {"source": str(where), "step": state["step"], "weights": weights}
-    return save_pretrained_dir(out, state["model_type"], state["tokenizer_config"],
-                               _tokenizer_weights(state, weights, where), metadata=meta)
-
-
-def _exporters() -> dict[str, Callable[[dict[str, Any], Path, str, Path], Path]]:
-    from open_magvit2.train.generator import export_generator  # the generator trainer registers its own format
-
-    return {"tokenizer": export_tokenizer, "generator": export_generator}
-
-
-def export_run(run_or_checkpoint: str | Path, out: str | Path, weights: str = "ema") -> Path:
-    """Write the weights of a run's newest checkpoint (or of the given checkpoint) as a save_pretrained directory.
-
-    ``weights``: ``ema`` (the EMA weights; what the official evaluations use) or ``raw`` (the trained weights).
-    """
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"--weights must be ema or raw, got {weights!r}")
-    ckpt = find_checkpoint(run_or_checkpoint)
-    state = read_state_file(ckpt / STATE_NAME)
-    exporter = _exporters().get(state.get("kind"))
-    if exporter is None:
-        raise ValueError(f"{ckpt}: unknown checkpoint kind {state.get('kind')!r}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not empty; choose a new output directory")
-    return exporter(state, out, weights, ckpt)
+    kind = read_meta(found[-1]).get("kind")
+    if kind not in EXPORTERS:
+        raise ValueError(f"{found[-1]}: unknown checkpoint kind {kind!r}")
+    return kind

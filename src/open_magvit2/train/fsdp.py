@@ -8,24 +8,20 @@ gradients and optimiser state over the ranks (torchtitan's recipe) divides that 
 * Checkpoints: each rank writes its own shards (``shard-RRRRR.pt`` in the step directory, see
   :mod:`open_magvit2.train.checkpoint`) as plain local tensors: parameters by name and the AdamW state by
   parameter index. A resume needs the same number of ranks (as every resume does here, for the RNG streams).
-* :func:`gather_shards` rebuilds the full weights from those files without a process group: FSDP2 splits every
-  parameter along dim 0 like ``torch.chunk``, so the full tensor is the concatenation of the shards in rank order.
-  ``export`` uses it to write a ``save_pretrained`` directory.
+* ``open_magvit2.train.checkpoint.gather_shards`` rebuilds the full weights from those files without a process
+  group, for ``export``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor
-
-from open_magvit2.train.checkpoint import read_state_file, shard_name
 
 
 def shard_generator(model: nn.Module, *, reshard_after_forward: bool = True) -> FSDPModule:
@@ -95,8 +91,14 @@ def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, shard
     optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
 
 
-def gather_shards(checkpoint: str | Path, world_size: int) -> dict[str, Tensor]:
-    """The full parameters of a sharded checkpoint (no process group needed): shards concatenated along dim 0."""
-    checkpoint = Path(checkpoint)
-    parts = [read_state_file(checkpoint / shard_name(r))["model"] for r in range(world_size)]
-    return {name: torch.cat([p[name] for p in parts], dim=0) for name in parts[0]}
+class ShardedState:
+    """This rank's model and optimiser shards as one stateful part (``TrainSession.register_shard``)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        return sharded_state(self.model, self.optimizer)
+
+    def load_state_dict(self, shard: dict[str, Any]) -> None:
+        load_sharded_state(self.model, self.optimizer, shard)

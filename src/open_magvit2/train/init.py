@@ -1,5 +1,6 @@
 """Where a training run's weights start: an official ``.ckpt``, a ``save_pretrained`` directory, a run checkpoint,
-or, for video, an image tokenizer inflated to 3D (spec §4.4). Every load is strict and checks the architecture.
+or, for video, an image tokenizer inflated to 3D (docs/design.md, video inflation). Every load is strict and
+checks the architecture.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from torch import Tensor
 
 from open_magvit2.checkpoints.hub import load_pretrained_dir, resolve_checkpoint
 from open_magvit2.checkpoints.official import load_official_state_dict, tokenizer_weights
+from open_magvit2.generator import GeneratorConfig, ImageGenerator
 from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.inflate import inflate_image_to_video
-from open_magvit2.train.checkpoint import META_NAME, STATE_NAME, list_checkpoints, read_state_file
+from open_magvit2.train.checkpoint import Weights, is_run, run_weights
+from open_magvit2.train.config import InitConfig
+from open_magvit2.train.generator_arch import ARCH_FIELDS
 
 DISC_PREFIX = "discriminator."  # our TokenizerLoss; official training files add "loss." in front
 
@@ -21,28 +25,20 @@ def _arch(cfg: TokenizerConfig) -> tuple:
     return (cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.z_channels, cfg.dims, cfg.in_channels, cfg.out_channels)
 
 
-def _run_checkpoint(path: Path) -> Path | None:
-    """``path`` itself when it is a run checkpoint, the newest one when it is a run directory, else None."""
-    if (path / META_NAME).is_file():
-        return path
-    found = list_checkpoints(path / "checkpoints")
-    return found[-1] if found else None
-
-
-def read_tokenizer_weights(source: str | Path, weights: str = "ema", model_type: str = "image_tokenizer"
+def read_tokenizer_weights(source: str | Path, weights: Weights | None = None, model_type: str = "image_tokenizer"
                            ) -> tuple[dict[str, Tensor], dict | None]:
-    """(encoder/decoder weights, discriminator weights or None) from any tokenizer source: a path, ``demo`` (the
-    bundled demo model of ``model_type``), a released name (downloaded once into the Hugging Face cache) or a hub
-    repo id."""
+    """(encoder/decoder weights, discriminator weights or None) from any tokenizer source: a run or run checkpoint
+    (its newest intact one), a path, ``demo`` (the bundled demo model of ``model_type``), a released name
+    (downloaded once into the Hugging Face cache) or a hub repo id.
+
+    ``weights``: ``None`` takes the source's own result (a run's EMA weights when it keeps them, an official file's
+    EMA weights); ``"ema"`` where there are none is an error that says ``raw``
+    (:func:`open_magvit2.train.checkpoint.checkpoint_weights`)."""
     path = resolve_checkpoint(source, model_type)
-    ckpt = _run_checkpoint(path) if path.is_dir() else None
-    if ckpt is not None:
-        state = read_state_file(ckpt / STATE_NAME)
-        if state.get("kind") != "tokenizer":
-            raise ValueError(f"{ckpt} is a {state.get('kind')} run checkpoint, not a tokenizer one")
-        w = state["ema"] if weights == "ema" and state.get("ema") is not None else state["model"]
-        disc = {k[len(DISC_PREFIX):]: v for k, v in state["loss"].items() if k.startswith(DISC_PREFIX)}
-        return dict(w), disc or None
+    if is_run(path):
+        w, _, loaded = run_weights(path, "tokenizer", weights)
+        disc = {k[len(DISC_PREFIX):]: v for k, v in loaded.state["loss"].items() if k.startswith(DISC_PREFIX)}
+        return w, disc or None
     if path.is_dir():
         found_type, _, sd = load_pretrained_dir(path)
         if not found_type.endswith("tokenizer"):
@@ -51,7 +47,7 @@ def read_tokenizer_weights(source: str | Path, weights: str = "ema", model_type:
     sd = load_official_state_dict(path)
     prefix = "loss." + DISC_PREFIX
     disc = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    return tokenizer_weights(sd, weights=weights), disc or None
+    return tokenizer_weights(sd, weights=weights or "ema"), disc or None
 
 
 def _check_arch(weights: dict[str, Tensor], expected: TokenizerConfig, source: str) -> None:
@@ -65,11 +61,11 @@ def _check_arch(weights: dict[str, Tensor], expected: TokenizerConfig, source: s
         )
 
 
-def load_tokenizer_init(init, config: TokenizerConfig) -> tuple[dict[str, Tensor] | None, dict | None]:
+def load_tokenizer_init(init: InitConfig, config: TokenizerConfig) -> tuple[dict[str, Tensor] | None, dict | None]:
     """The recipe's ``init`` section → (tokenizer weights, discriminator weights), each None when not given.
 
     A discriminator comes only from an official training checkpoint or one of our run checkpoints; released
-    files hold none, so it then starts fresh (spec §9 item 35).
+    files hold none, so it then starts fresh (docs/design.md O-01).
     """
     if init.checkpoint:
         kind = "video_tokenizer" if config.dims == 3 else "image_tokenizer"
@@ -84,3 +80,29 @@ def load_tokenizer_init(init, config: TokenizerConfig) -> tuple[dict[str, Tensor
         _check_arch(image, config.replace(dims=2), init.inflate_from)
         return dict(inflate_image_to_video(image)), None
     return None, None
+
+
+def load_generator_init(init: InitConfig, config: GeneratorConfig) -> dict[str, Tensor] | None:
+    """The recipe's ``init`` → transformer weights (None: start from the official initialisation).
+
+    ``init.checkpoint``: an official AR ``.ckpt`` (its ``transformer.*``), a ``save_pretrained`` generator folder,
+    ``demo``, a released name, or a generator run (its newest intact checkpoint) / run checkpoint. The architecture
+    must match ``config``.
+    """
+    if init.inflate_from:
+        raise ValueError("init.inflate_from is for video tokenizers; a generator starts from init.checkpoint")
+    if not init.checkpoint:
+        return None
+    path = Path(init.checkpoint).expanduser()
+    if is_run(path):
+        sd, _, loaded = run_weights(path, "generator", init.weights)
+        found = GeneratorConfig.from_dict(loaded.state["generator_config"])
+    else:
+        gen = ImageGenerator.from_pretrained(path if path.exists() else str(init.checkpoint))  # or demo, a name
+        found, sd = gen.config, gen.transformer.state_dict()
+    diff = [f for f in ARCH_FIELDS if getattr(found, f) != getattr(config, f)]
+    if diff:
+        said = ", ".join(f"{f}={getattr(found, f)} vs {getattr(config, f)}" for f in diff)
+        raise ValueError(f"init.checkpoint {init.checkpoint} has another architecture than the recipe and data "
+                         f"give ({said}); pick the matching preset, or set model_args")
+    return sd

@@ -6,9 +6,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from open_magvit2.fileio import atomic_write
-from open_magvit2.train.run import read_metrics
+from open_magvit2.fileio import atomic_write, check_output_file
+from open_magvit2.train.metrics import read_metrics
 
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
 # Panels in reading order: a panel shows every metric whose name starts with one of its prefixes.
 PANELS = (
     ("reconstruction (tokenizer)", ("loss/l1", "loss/lpips", "loss/nll")),
@@ -35,7 +36,13 @@ def _series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw the metrics of ``run_dir`` into ``out`` (default ``RUN_DIR/curves.png``); returns the path."""
+    """Draw the metrics of ``run_dir`` into ``out`` (default ``RUN_DIR/curves.png``; the suffix picks the format:
+    .png, .jpg, .pdf or .svg); returns the path."""
+    out = Path(out) if out is not None else Path(run_dir) / "curves.png"
+    fmt = FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"-o {out}: name a .png, .jpg, .pdf or .svg file (the suffix picks the format)")
+    check_output_file(out)
     try:
         import matplotlib
 
@@ -69,7 +76,6 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.axis("off")
     fig.suptitle(str(Path(run_dir).name))
     fig.tight_layout()
-    out = Path(out) if out is not None else Path(run_dir) / "curves.png"
-    atomic_write(out, lambda p: fig.savefig(p, dpi=90, format="png"))
+    atomic_write(out, lambda p: fig.savefig(p, dpi=90, format=fmt))
     plt.close(fig)
     return out

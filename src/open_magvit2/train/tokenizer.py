@@ -1,4 +1,5 @@
-"""Tokenizer training (paper §3; spec §3–4): an explicit loop, one generator step then one discriminator step.
+"""Tokenizer training (paper §3; docs/design.md O-16–O-29): an explicit loop, one generator step then one
+discriminator step.
 
 Per optimiser step (``grad_accum`` micro-batches each):
 
@@ -6,9 +7,9 @@ Per optimiser step (``grad_accum`` micro-batches each):
    ranks here and only here), then L1 + LPIPS + non-saturating GAN + entropy + commitment. The discriminator
    scores the reconstruction but gets no gradient from this loss.
 2. **D step** on the detached reconstruction of step 1: hinge + LeCAM. LPIPS is not recomputed (the official D
-   step recomputes and discards it, spec §9 item 32).
+   step recomputes and discards it, docs/design.md O-24).
 3. One all-reduce of both losses; the non-finite guard decides; both optimisers step; the EMA (encoder, quantiser
-   and decoder only, spec §9 item 33) follows the tokenizer.
+   and decoder only, docs/design.md O-23) follows the tokenizer.
 4. Metrics, a reconstruction grid, a checkpoint (atomic, the last K kept, exact resume).
 
 The same code runs on 1 rank and on N (a 1-process group when not under torchrun), for images (dims 2) and
@@ -23,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from open_magvit2.data import build_image_stream, build_video_stream
 from open_magvit2.data.tokens import write_classes
-from open_magvit2.distributed import all_reduce_mean, all_reduce_sum
+from open_magvit2.distributed import DistContext, all_reduce_mean, all_reduce_sum
 from open_magvit2.imaging import image_grid, save_image, to_uint8
 from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
 from open_magvit2.losses.gan import disc_factor
@@ -38,23 +38,34 @@ from open_magvit2.losses.tokenizer_loss import LossOutput
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
 from open_magvit2.tokenizer.presets import tokenizer_config
 from open_magvit2.train.config import InitConfig, OptimConfig, RunConfig, ScheduleConfig
-from open_magvit2.train.ema import make_ema, update_ema
+from open_magvit2.train.ema import make_ema
+from open_magvit2.train.guard import NonFiniteGuard
 from open_magvit2.train.init import load_tokenizer_init
-from open_magvit2.train.optim import adam, grad_norm, lr_factor, set_lr, steps_from_epochs
+from open_magvit2.train.optim import adam, grad_norm, lr_factor, run_length, set_lr
 from open_magvit2.train.session import TrainSession
+from open_magvit2.train.step import StepContext, every, guarded_update
 
 USAGE_MAX_BITS = 24  # codebook usage is tracked exactly (a 2^K vector) up to this many bits
 
 
 @dataclass(frozen=True)
 class TokenizerDataConfig:
-    size: int = 128  # training crops are size × size (spec §6.1: resize shorter side, random crop)
+    size: int = 128  # training crops are size × size (docs/design.md O-45: resize shorter side, random crop)
     batch_size: int = 8  # per rank and micro-batch
     num_workers: int = 4
     random_crop: bool = True  # False: centre crop
     flip: bool = False  # horizontal flips (the official recipes have none)
     frames: int = 17  # video clips: frames per clip (4k + 1)
     fps: float | None = None  # video: resample to this frame rate (None: native)
+
+    def __post_init__(self) -> None:
+        for name in ("size", "batch_size", "frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"data.fps must be > 0 or null, got {self.fps}")
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,8 @@ def _check_data_shape(cfg: TokenizerTrainConfig, model: nn.Module, loss: Tokeniz
                          "use larger crops (32 or more)") from None
 
 
-def _stream(cfg: TokenizerTrainConfig, source: str | Path, session: TrainSession, dims: int) -> Any:
-    d, ctx = cfg.data, session.ctx
+def _stream(cfg: TokenizerTrainConfig, source: str | Path, ctx: DistContext, dims: int) -> Any:
+    d = cfg.data
     common = dict(size=d.size, batch_size=d.batch_size, rank=ctx.rank, world_size=ctx.world_size,
                   seed=cfg.run.seed, num_workers=d.num_workers)
     if dims == 3:
@@ -140,10 +151,10 @@ class _Usage:
         if self.seen is not None:
             self.seen[indices.reshape(-1)] = 1.0
 
-    def flush(self, session: TrainSession) -> dict[str, float]:
+    def flush(self, ctx: DistContext) -> dict[str, float]:
         if self.seen is None:
             return {}
-        all_reduce_sum(self.seen, session.ctx)
+        all_reduce_sum(self.seen, ctx)
         used = int((self.seen > 0).sum())
         self.seen.zero_()
         return {"codebook/used": float(used), "codebook/usage": used / self.size}
@@ -165,8 +176,8 @@ class TokenizerParts(NamedTuple):
 def make_parts(tokenizer: nn.Module, loss: TokenizerLoss, optim: OptimConfig, *, ema: bool,
                scaler: torch.amp.GradScaler, device: torch.device, channels_last: bool = False) -> TokenizerParts:
     """Move to ``device`` (in the channels-last memory format if asked), wrap both networks in DDP (a process
-    group must exist), and build the EMA copy and the two Adam optimisers (spec §3.5: G over encoder + decoder, D
-    over the discriminator)."""
+    group must exist), and build the EMA copy and the two Adam optimisers (docs/design.md O-21: G over encoder +
+    decoder, D over the discriminator)."""
     fmt = {"memory_format": torch.channels_last} if channels_last and tokenizer.config.dims == 2 else {}
     tokenizer.to(device, **fmt).train()
     loss.to(device, **fmt).train()
@@ -188,21 +199,21 @@ class StepResult(NamedTuple):
     indices: list[Tensor]  # LFQ indices of every micro-batch (codebook usage)
 
 
-def train_step(parts: TokenizerParts, micro: list[Tensor], step: int, *, session: TrainSession,
+def train_step(parts: TokenizerParts, micro: list[Tensor], step: int, *, ctx: StepContext, guard: NonFiniteGuard,
                grad_clip: float | None, ema_decay: float | None) -> StepResult:
-    """One iteration: the G step, then the D step on the same reconstructions, then one guarded update."""
+    """Optimiser step ``step + 1``: the G step, then the D step on the same reconstructions, then one guarded
+    update. ``step`` counts the steps already taken (the official ``global_step`` the loss schedules read)."""
     p, accum = parts, len(micro)
-    fp16 = session.run_cfg.precision == "fp16"
     last_layer = _last_layer(p.tokenizer) if p.loss.config.gen_loss_weight is None else None
 
     def batch_mean(t: Tensor) -> Tensor:  # LeCAM's batch means: every rank keeps the same EMA state
-        return all_reduce_mean(t.detach().clone(), session.ctx)
+        return all_reduce_mean(t.detach().clone(), ctx.dist)
 
     # 1. generator step
     p.opt_g.zero_grad(set_to_none=True)
     recs, indices = [], []
     for i, x in enumerate(micro):
-        with (p.ddp_tok.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
+        with (p.ddp_tok.no_sync() if i < accum - 1 else nullcontext()), ctx.autocast():
             out = p.ddp_tok(x, sync_codebook=True)
             g = p.loss.generator_loss(x, out.reconstruction, out.quantizer, step, last_layer=last_layer)
         p.scaler.scale(g.loss / accum).backward()
@@ -214,27 +225,17 @@ def train_step(parts: TokenizerParts, micro: list[Tensor], step: int, *, session
     d_active = disc_factor(step, p.loss.config.disc_start) > 0
     d = LossOutput(torch.zeros((), device=micro[0].device), {})
     for i, (x, rec) in enumerate(zip(micro, recs) if d_active else ()):
-        with (p.ddp_disc.no_sync() if i < accum - 1 else nullcontext()), session.autocast():
+        with (p.ddp_disc.no_sync() if i < accum - 1 else nullcontext()), ctx.autocast():
             d = p.loss.discriminator_loss(x, rec, step, discriminator=p.ddp_disc, batch_mean=batch_mean)
         p.scaler.scale(d.loss / accum).backward()
     # 3. one decision for every rank (all-reduced values only), then both updates and the EMA
     p.scaler.unscale_(p.opt_g)
     p.scaler.unscale_(p.opt_d)
-    g_norm = grad_norm(p.tokenizer.parameters(), grad_clip)
-    d_norm = grad_norm(p.loss.discriminator.parameters(), grad_clip)
-    losses = session.mean_over_ranks({"g": g.loss, "d": d.loss})
-    finite = bool(np.isfinite(losses["g"]) and np.isfinite(losses["d"]))
-    if not fp16:  # fp16 overflow is the scaler's business: it skips the step and lowers the scale
-        finite = finite and bool(torch.isfinite(g_norm) and torch.isfinite(d_norm))
-    taken = session.guard.check(step, finite, "loss or gradients")
-    if taken:
-        p.scaler.step(p.opt_g)
-        if d_active:
-            p.scaler.step(p.opt_d)
-        if p.ema is not None:
-            update_ema(p.ema, p.tokenizer, ema_decay)
-    p.scaler.update()
-    return StepResult(taken, losses, {**g.logs, **d.logs}, (float(g_norm), float(d_norm)), indices)
+    norms = (grad_norm(p.tokenizer.parameters(), grad_clip), grad_norm(p.loss.discriminator.parameters(), grad_clip))
+    taken, losses = guarded_update(ctx, guard, step + 1, {"g": g.loss, "d": d.loss}, norms, p.scaler,
+                                   [p.opt_g, p.opt_d] if d_active else [p.opt_g],
+                                   None if p.ema is None else (p.ema, p.tokenizer, ema_decay))
+    return StepResult(taken, losses, {**g.logs, **d.logs}, (float(norms[0]), float(norms[1])), indices)
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, output: str | Path, resume: str | None = None) -> Path:
@@ -249,9 +250,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig, data: str | Path, output: str | P
 
 
 def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -> None:
+    # ---- check everything, write nothing: data, models, init weights, length -------------------------------------
+    stream = _stream(cfg, data, session.ctx, cfg.tokenizer_config().dims)
+    try:
+        _run(cfg, data, session, stream)
+    finally:
+        stream.close()
+
+
+def _run(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession, stream: Any) -> None:
     device, ctx, run = session.device, session.ctx, cfg.run
-    # ---- models, identical on every rank ----------------------------------------------------------------------
-    session.seed()
+    session.seed()  # the models are identical on every rank
     tok_cfg = cfg.tokenizer_config()
     tokenizer = (VideoTokenizer if tok_cfg.dims == 3 else ImageTokenizer)(tok_cfg)
     loss = TokenizerLoss(cfg.loss, dims=tok_cfg.dims)
@@ -262,32 +271,22 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
         if init_disc is not None:
             loss.discriminator.load_state_dict(init_disc, strict=True)
     _check_data_shape(cfg, tokenizer, loss)
-    parts = make_parts(tokenizer, loss, cfg.optim, ema=run.ema_decay is not None, scaler=session.grad_scaler(),
-                       device=device, channels_last=run.channels_last)
-    layout = torch.channels_last if run.channels_last and tok_cfg.dims == 2 else torch.contiguous_format
-    # ---- data and length --------------------------------------------------------------------------------------
-    stream = _stream(cfg, data, session, tok_cfg.dims)
-    key = "video" if tok_cfg.dims == 3 else "image"
     accum = cfg.optim.grad_accum
-    steps_per_epoch = stream.batches_per_epoch // accum if stream.batches_per_epoch else None
-    if steps_per_epoch == 0:
-        raise ValueError(f"{data}: too few samples for one step of {accum} × {cfg.data.batch_size} per rank "
-                         f"on {ctx.world_size} rank(s)")
-    if run.max_steps is None and run.epochs is None:
-        raise ValueError("set run.epochs or run.max_steps in the recipe, or pass --max-steps")
-    total = run.max_steps or steps_from_epochs(run.epochs, steps_per_epoch, "run.epochs")
-    # ---- resume -------------------------------------------------------------------------------------------------
-    step = 0
-    loaded = session.load()
-    if loaded is not None:
-        step = _load_parts(parts, loaded.state)
-        stream.load_state_dict(loaded.rank_state["data"])
-    session.seed_per_rank()
-    if loaded is not None:
-        session.restore(loaded)
-    if ctx.is_main and stream.class_names:
-        write_classes(session.run.root, stream.class_names)
+    total, steps_per_epoch = run_length(run, stream.batches_per_epoch, accum, cfg.data.batch_size, ctx.world_size,
+                                        str(data))
+    parts = make_parts(tokenizer, loss, cfg.optim, ema=run.ema_decay is not None,
+                       scaler=session.step_ctx.grad_scaler(), device=device, channels_last=run.channels_last)
+    # ---- the run directory, the state, resume ---------------------------------------------------------------------
+    names = stream.class_names
+    session.create([lambda d: write_classes(d, names)] if names else [])
+    session.register(model=parts.tokenizer, ema=parts.ema, loss=parts.loss, opt_g=parts.opt_g, opt_d=parts.opt_d,
+                     scaler=parts.scaler)
+    session.register_rank(data=stream)
+    session.record(tokenizer_config=tok_cfg.to_dict(), model_type=parts.tokenizer.model_type)
+    step = session.resume()
     session.start(total_steps=total, step=step, unit="img")
+    layout = torch.channels_last if run.channels_last and tok_cfg.dims == 2 else torch.contiguous_format
+    key = "video" if tok_cfg.dims == 3 else "image"
     usage = _Usage(tok_cfg.z_channels, device)
     batches = iter(stream)
     window: dict[str, Tensor] = {}
@@ -299,8 +298,8 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
         set_lr(parts.opt_d, lr * (cfg.optim.disc_lr or cfg.optim.lr) / cfg.optim.lr)
         micro = [next(batches)[key].to(device, non_blocking=True).contiguous(memory_format=layout)
                  for _ in range(accum)]
-        result = train_step(parts, micro, step, session=session, grad_clip=cfg.optim.grad_clip,
-                            ema_decay=run.ema_decay)
+        result = train_step(parts, micro, step, ctx=session.step_ctx, guard=session.guard,
+                            grad_clip=cfg.optim.grad_clip, ema_decay=run.ema_decay)
         for idx in result.indices:
             usage.add(idx)
         for k, v in result.logs.items():  # logged values are means over the logging window
@@ -308,37 +307,19 @@ def _train(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession) -
         window_steps += 1
         step += 1
         images = sum(len(x) for x in micro) * ctx.world_size
-        rate = session.progress.update(images, {"loss": result.losses["g"], "d": result.losses["d"], "lr": lr})
-        if session.every(step, run.log_every, total):
+        # the bar shows the reconstruction error: the total G loss includes the entropy term and can be negative
+        rate = session.progress.update(images, {"l1": float(result.logs["l1"]), "d": result.losses["d"], "lr": lr})
+        if every(step, run.log_every, total):
             means = {k: v / window_steps for k, v in window.items()}
-            logs = {_metric_name(k): v for k, v in session.mean_over_ranks(means).items()}
+            logs = {_metric_name(k): v for k, v in session.step_ctx.mean_over_ranks(means).items()}
             window, window_steps = {}, 0
-            logs.update(usage.flush(session))
-            logs.update({"lr": lr, "grad_norm/g": result.grad_norms[0], "grad_norm/d": result.grad_norms[1],
-                         "throughput/images_per_s": rate, "nonfinite/skipped": float(session.guard.skipped),
+            logs.update(usage.flush(ctx))
+            logs.update({"lr": lr, "grad_norm/g": result.grad_norms[0],
+                         "grad_norm/d": result.grad_norms[1], "throughput/images_per_s": rate,
+                         "nonfinite/skipped": float(session.guard.skipped),
                          "epoch": step / steps_per_epoch if steps_per_epoch else 0.0})
             session.log.log(step, logs)
-        if ctx.is_main and session.every(step, run.sample_every, total):
-            _grid(parts.ema or parts.tokenizer, micro[0][:8], session.run.samples / f"step_{step:07d}.png")
-        if session.every(step, run.save_every, total):
-            session.checkpoint(step, _state(parts, tok_cfg), {"data": stream.state_dict()})
-    stream.close()
-
-
-def _state(p: TokenizerParts, tok_cfg: TokenizerConfig) -> dict[str, Any]:
-    return {
-        "model": p.tokenizer.state_dict(), "ema": None if p.ema is None else p.ema.state_dict(),
-        "loss": p.loss.state_dict(), "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
-        "scaler": p.scaler.state_dict(), "tokenizer_config": tok_cfg.to_dict(), "model_type": p.tokenizer.model_type,
-    }
-
-
-def _load_parts(p: TokenizerParts, s: dict[str, Any]) -> int:
-    p.tokenizer.load_state_dict(s["model"])
-    if p.ema is not None:
-        p.ema.load_state_dict(s["ema"])
-    p.loss.load_state_dict(s["loss"])
-    p.opt_g.load_state_dict(s["opt_g"])
-    p.opt_d.load_state_dict(s["opt_d"])
-    p.scaler.load_state_dict(s["scaler"])
-    return int(s["step"])
+        if ctx.is_main and every(step, run.sample_every, total):
+            _grid(parts.ema or parts.tokenizer, micro[0][:8], session.run.sample_path(step))
+        if every(step, run.save_every, total):
+            session.save(step)

@@ -26,6 +26,7 @@ import gradio as gr
 
 from open_magvit2.checkpoints.hub import demo_sample, native_size
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
+from open_magvit2.errors import USER_ERRORS, describe_error
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 from open_magvit2.web.models import ServedModels
@@ -35,8 +36,7 @@ from open_magvit2.web.tasks import (
     MAX_ORIGINAL_PIXELS,
     MAX_SAMPLES,
     MAX_UPLOAD_MB,
-    USER_ERRORS,
-    readable,
+    OUT_OF_MEMORY,
     reconstruct_clip,
     reconstruct_image,
     sample_grid,
@@ -63,7 +63,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
             uploads = {a: Path(a).name for a in args if isinstance(a, str) and Path(a).is_absolute()}
-            raise gr.Error(html.escape(readable(e, uploads)), duration=None, print_exception=False) from None
+            message = describe_error(e, out_of_memory=OUT_OF_MEMORY, paths=uploads)
+            raise gr.Error(html.escape(message), duration=None, print_exception=False) from None
 
     return run
 

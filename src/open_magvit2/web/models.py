@@ -7,27 +7,25 @@ out). ``None`` (the ``serve`` default) means the demo model if this installation
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from open_magvit2.checkpoints.auto import load_pretrained
 from open_magvit2.checkpoints.hub import DEMO_NAME, demo_model_dir
-from open_magvit2.data.tokens import CLASSES_NAME
 from open_magvit2.device import pick_device
 from open_magvit2.generator import ImageGenerator
+from open_magvit2.generator.api import read_class_names
 from open_magvit2.precision import set_tf32
+from open_magvit2.registry import load_pretrained, model_kind
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
 NONE = "none"
-_KINDS = {  # model_type: (class, the serve flag, what to pass instead)
-    "image_tokenizer": (ImageTokenizer, "--tokenizer", "pass it to --video-tokenizer or --generator"),
-    "video_tokenizer": (VideoTokenizer, "--video-tokenizer", "pass it to --tokenizer or --generator"),
-    "image_generator": (ImageGenerator, "--generator", "pass it to --tokenizer or --video-tokenizer"),
+_FLAGS = {  # model_type: (the serve flag, what to pass instead); the class is registry.MODEL_KINDS'
+    "image_tokenizer": ("--tokenizer", "pass it to --video-tokenizer or --generator"),
+    "video_tokenizer": ("--video-tokenizer", "pass it to --tokenizer or --generator"),
+    "image_generator": ("--generator", "pass it to --tokenizer or --video-tokenizer"),
 }
 
 
@@ -58,23 +56,12 @@ def resolve(spec: str | Path | None, model_type: str) -> str | Path | None:
 
 
 def class_names(checkpoint: str | Path | None, num_classes: int) -> list[str]:
-    """The generator's class names: ``classes.json`` (a JSON list, one name per label) in the checkpoint's folder
-    when it has one with ``num_classes`` names, else ``class 0``, ``class 1``, …"""
-    path = Path(checkpoint) / CLASSES_NAME if checkpoint is not None and Path(checkpoint).is_dir() else None
-    if path is not None and path.is_file():
-        try:
-            names = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a JSON list of class names ({e})") from None
-        if isinstance(names, list) and len(names) == num_classes:
-            return [str(n) for n in names]
-        print(f"warning: {path} does not hold {num_classes} class names; numbering the classes instead",
-              file=sys.stderr)
-    return [f"class {i}" for i in range(num_classes)]
+    """The generator's class names (:func:`~open_magvit2.generator.api.read_class_names`), else ``class 0``, …"""
+    return read_class_names(checkpoint, num_classes) or [f"class {i}" for i in range(num_classes)]
 
 
 def _load(checkpoint: str | Path, model_type: str, device: torch.device) -> nn.Module:
-    cls, flag, hint = _KINDS[model_type]
+    cls, (flag, hint) = model_kind(model_type).cls, _FLAGS[model_type]
     model = load_pretrained(checkpoint, device=device)
     if not isinstance(model, cls):
         raise ValueError(f"{flag} {checkpoint}: it holds a {type(model).__name__}, not a {cls.__name__}; {hint}")
@@ -102,7 +89,14 @@ def load_models(tokenizer: str | Path | None = None, video_tokenizer: str | Path
         if served.generator.tokenizer is None:
             raise ValueError(f"--generator {served.sources['generator']}: a tokens-only checkpoint has no tokenizer "
                              "to draw its samples")
-    if not served.sources:
-        raise ValueError("no model to serve: the bundled demo models are missing from this installation; pass "
-                         "--tokenizer, --video-tokenizer or --generator")
+    if not served.sources:  # each spec was 'none' or a default without its bundled demo model
+        off = [flag for spec, (flag, _) in zip((tokenizer, video_tokenizer, generator), _FLAGS.values())
+               if spec is not None]
+        if len(off) == len(_FLAGS):
+            raise ValueError("no model to serve: --tokenizer, --video-tokenizer and --generator are all 'none'; "
+                             "name at least one model (a checkpoint, or demo)")
+        unset = [flag for flag, _ in _FLAGS.values() if flag not in off]
+        also = f" and {' and '.join(off)} {'is' if len(off) == 1 else 'are'} 'none'" if off else ""
+        raise ValueError(f"no model to serve: the bundled demo models are missing from this installation{also}; "
+                         f"pass a checkpoint to {' or '.join(unset)}")
     return served

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,9 +25,8 @@ import torch
 from PIL import Image
 
 from open_magvit2.checkpoints.hub import native_size
-from open_magvit2.data.video import iter_frames, probe_video, uint8_to_video, video_to_uint8, write_video
-from open_magvit2.demo.evaluate import reconstruct_photo
-from open_magvit2.demo.run import side_by_side, token_colours
+from open_magvit2.data.video_io import iter_frames, probe_video, uint8_to_video, video_to_uint8, write_video
+from open_magvit2.drawing import reconstruct_photo, side_by_side, token_colours
 from open_magvit2.eval.metrics import ssim_torch
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.generator.sampling import check_sampling
@@ -49,20 +47,8 @@ MAX_ORIGINAL_PIXELS = 1024 * 1024
 MAX_CLIP_FRAMES = 17
 MAX_SAMPLES = 16
 PREVIEW_SIDE = 128  # generated images smaller than this are enlarged (nearest neighbour) for display
-USER_ERRORS = (ValueError, TypeError, OSError, ImportError, MemoryError, torch.cuda.OutOfMemoryError)
-
-
-def readable(e: BaseException, uploads: Mapping[str, str] | None = None) -> str:
-    """One line for a user error, with the server's temporary upload paths replaced by the files' own names."""
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return "out of memory: use a smaller image or clip, the resize mode, or fewer samples"
-    if isinstance(e, OSError) and e.strerror and e.filename is not None:
-        text = f"{e.filename}: {e.strerror}"
-    else:
-        text = str(e) or type(e).__name__
-    for path, name in (uploads or {}).items():
-        text = text.replace(str(path), name)
-    return " ".join(text.split())
+# the page's line for an input too large for the memory (the rest of a user error reads as errors.describe_error)
+OUT_OF_MEMORY = "out of memory: use a smaller image or clip, the resize mode, or fewer samples"
 
 
 def _fmt(value: float, unit: str = "") -> str:
@@ -77,7 +63,7 @@ class PhotoResult(NamedTuple):
 
     original: np.ndarray  # (H, W, 3): the image as encoded (after resize + crop, or as uploaded)
     reconstruction: np.ndarray  # (H, W, 3)
-    tokens: np.ndarray  # (h·f, w·f, 3): one colour per code (demo.run.token_colours)
+    tokens: np.ndarray  # (h·f, w·f, 3): one colour per code (drawing.token_colours)
     grid: tuple[int, int]  # token grid (h, w)
     distinct: int  # distinct codes in the grid
     codebook_size: int
@@ -123,7 +109,7 @@ def read_photo(path: str | Path, factor: int, size: int | None) -> np.ndarray:
 
 def reconstruct_image(tok: ImageTokenizer, path: str | Path, *, original_resolution: bool = False) -> PhotoResult:
     """Encode and decode an image file: resized and centre-cropped to the tokenizer's native size (16 × its
-    factor), or at its own resolution (zero-padded to a multiple of the factor and cropped back, spec §7.2)."""
+    factor), or at its own resolution (zero-padded to a multiple of the factor, cropped back, docs/design.md O-49)."""
     f = tok.config.spatial_factor
     photo = read_photo(path, f, None if original_resolution else native_size(f))
     rec, indices = reconstruct_photo(tok, photo)

@@ -1,0 +1,57 @@
+"""The generator architecture a recipe and its data give: the preset with ``model_args``, and the grid, bit split
+and number of classes taken from the data where ``model_args`` leaves them unset (a value set there that disagrees
+with the data is an error naming both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from open_magvit2.generator import GENERATOR_PRESETS, GeneratorConfig
+from open_magvit2.train.generator_data import TrainData
+
+# the fields that make two generators' weights interchangeable (fine-tuning checks them)
+ARCH_FIELDS = ("dim", "n_layers", "n_intra_layers", "n_heads", "grid_size", "num_classes", "factorized_bits",
+               "ffn_dim")
+
+
+def _default_split(bits: int, preset: GeneratorConfig, tokenizer_split: tuple[int, int] | None) -> tuple[int, int]:
+    """The tokenizer's own split, else the preset's when it fits K, else (K // 3, K − K // 3): (6, 12) for 18."""
+    if tokenizer_split is not None and len(tokenizer_split) == 2:
+        return tokenizer_split
+    if preset.bits == bits:
+        return preset.factorized_bits
+    return bits // 3, bits - bits // 3
+
+
+def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: TrainData) -> GeneratorConfig:
+    """The preset ``model`` with ``model_args``, and the grid, bit split and classes taken from the data."""
+    if model not in GENERATOR_PRESETS:
+        raise ValueError(f"unknown generator preset model={model!r}; choose one of {sorted(GENERATOR_PRESETS)}")
+    preset, args = GENERATOR_PRESETS[model], dict(model_args)
+    h, w = data.grid
+    if h != w:
+        raise ValueError(f"the data has a {h}×{w} token grid; the generator's 2D RoPE needs a square grid")
+    if h < 2:
+        raise ValueError(f"the data has a {h}×{w} token grid, too small to generate; tokenize larger images "
+                         "(tokenize-dataset --size at least 2 × the tokenizer's downsampling factor)")
+    if "grid_size" in args and int(args["grid_size"]) != h:
+        raise ValueError(f"model_args.grid_size={args['grid_size']} but the data has a {h}×{w} token grid")
+    args.setdefault("grid_size", h)
+    if "factorized_bits" in args and sum(args["factorized_bits"]) != data.bits:
+        raise ValueError(f"model_args.factorized_bits={list(args['factorized_bits'])} sums to "
+                         f"{sum(args['factorized_bits'])} but the data's tokens have {data.bits} bits")
+    args.setdefault("factorized_bits", _default_split(data.bits, preset, data.split))
+    if "num_classes" in args and data.num_classes is not None and int(args["num_classes"]) != data.num_classes:
+        raise ValueError(f"model_args.num_classes={args['num_classes']} but the data has {data.num_classes} classes")
+    if "num_classes" not in args:
+        if data.num_classes is None:
+            raise ValueError("the data does not say how many classes it has; set model_args.num_classes")
+        args["num_classes"] = data.num_classes
+    try:
+        return dataclasses.replace(preset, **args)
+    except TypeError as e:
+        names = [f.name for f in dataclasses.fields(GeneratorConfig) if f.init]
+        raise ValueError(f"model_args: {e}; the allowed keys are {', '.join(names)}") from None
