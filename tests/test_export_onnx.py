@@ -83,13 +83,9 @@ def test_tiny_256_preset_on_photos(tmp_path):
 
 
 def test_demo_tokenizer_on_photos(tmp_path):
-    from open_magvit2.checkpoints.hub import demo_model_dir, native_size
+    from open_magvit2.checkpoints.hub import native_size
 
-    try:
-        demo_model_dir("image_tokenizer")
-    except FileNotFoundError:
-        pytest.skip("the bundled demo image tokenizer is not installed yet")
-    tok = ImageTokenizer.from_pretrained("demo")
+    tok = ImageTokenizer.from_pretrained("demo")  # package data: missing is a failure, not a skip
     size = native_size(tok.config.spatial_factor)
     check_parity(tok, photos(size), tmp_path, size)
 
@@ -109,7 +105,7 @@ def test_export_onnx_command(tmp_path, capsys):
     assert main(["export-onnx", "--checkpoint", str(IMAGE_CKPT), "--part", "encoder", "--size", "32",
                  "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert re.search(rf"wrote {re.escape(str(out))} \(encoder, 32×32, [\d.]+ MiB\)", text), text
+    assert re.search(rf"wrote {re.escape(str(out))} \(encoder, 32×32, opset 18, [\d.]+ MiB\)", text), text
     assert re.search(r"onnxruntime vs PyTorch on 2 test inputs: 512/512 token positions identical", text), text
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert (meta["open_magvit2.part"], meta["open_magvit2.size"]) == ("encoder", "32")
@@ -119,6 +115,27 @@ def test_export_onnx_command(tmp_path, capsys):
     assert main(["export-onnx", "-c", str(IMAGE_CKPT), "--part", "decoder", "--size", "32", "-o",
                  str(tmp_path / "dec.onnx")]) == 0
     assert re.search(r"decoded images agree within \d\.\d\de-\d\d", capsys.readouterr().out)
+
+
+def test_requested_opset_is_written(tmp_path):
+    import onnx
+
+    tok = ImageTokenizer.from_pretrained(IMAGE_CKPT)
+    path = export_onnx(tok, "decoder", tmp_path / "dec.onnx", size=8, opset=19)
+    assert {o.domain or "ai.onnx": o.version for o in onnx.load(str(path)).opset_import}["ai.onnx"] == 19
+    assert run_onnx(onnx_session(path, threads=1), torch.zeros(1, 4, 4, dtype=torch.long)).shape == (1, 3, 8, 8)
+
+
+def test_a_graph_that_fails_its_check_is_not_kept(tmp_path, monkeypatch):
+    import onnx
+
+    def reject(path, full_check=False):
+        raise onnx.checker.ValidationError("rejected")
+
+    monkeypatch.setattr(onnx.checker, "check_model", reject)
+    with pytest.raises(onnx.checker.ValidationError):
+        export_onnx(ImageTokenizer.from_pretrained(IMAGE_CKPT), "encoder", tmp_path / "enc.onnx", size=8)
+    assert not any(tmp_path.iterdir())  # neither the file nor its temporary
 
 
 @pytest.mark.parametrize(

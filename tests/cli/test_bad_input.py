@@ -8,8 +8,12 @@ that matches. "fixed" rows are inputs that used to give silently wrong results a
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
+import socket
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +30,18 @@ from open_magvit2.imaging import load_image
 from official import FIXTURES
 
 IMAGE_CKPT = FIXTURES / "image_tokenizer_tiny" / "tokenizer.ckpt"  # 2× downsampling
+
+
+def write_bomb_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims width × height pixels: Pillow refuses it as a decompression bomb."""
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = bytearray(data[16:29])  # after the 8-byte signature, the IHDR chunk's length and type
+    ihdr[0:8] = struct.pack(">II", width, height)
+    data[16:29], data[29:33] = ihdr, struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
+    path.write_bytes(bytes(data))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +65,10 @@ def env(tmp_path_factory, gen_dir, video_ckpt, clip, photos) -> SimpleNamespace:
         (d / sub).mkdir()
         np.save(d / sub / "x.npy", np.zeros((4, 4), np.int64))
     (d / "trunc.ckpt").write_bytes(IMAGE_CKPT.read_bytes()[:5000])
+    saved = ImageTokenizer.from_pretrained(IMAGE_CKPT).save_pretrained(d / "short_weights")
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100_000])  # an interrupted copy: the header whole, the tensors not
+    write_bomb_png(d / "bomb.png", 20000, 20000)
     (d / "text.ckpt").write_text("not a checkpoint")
 
     class Evil:
@@ -73,11 +93,32 @@ CLI_CASES = [
     ("batch-size-0", "tokenize {img} -c {ckpt} -o {out} --batch-size 0", r"whole number >= 1"),
     ("missing-input", "reconstruct {d}/nope.png -c {ckpt} -o {out}", r"no such image file or folder"),
     ("glob-matches-nothing", "reconstruct '{d}/*.jpeg' -c {ckpt} -o {out}", r"no image files"),
-    ("corrupt-image", "reconstruct {d}/corrupt.png -c {ckpt} -o {out}", r"corrupt.png: cannot read the image"),
-    ("truncated-image", "tokenize {d}/truncated.png -c {ckpt} -o {out}", r"truncated.png: cannot read the image"),
+    ("corrupt-image", "reconstruct {d}/corrupt.png -c {ckpt} -o {out}",
+     r"error: 1 of 1 images could not be read: corrupt.png \(cannot read the image \(.+\); is it a complete image "
+     r"file\?\)$"),
+    ("truncated-image", "tokenize {d}/truncated.png -c {ckpt} -o {out}",
+     r"error: 1 of 1 images could not be read: truncated.png \(cannot read the image \(.+\); is it a complete "
+     r"image file\?\)$"),
+    ("corrupt-image-strict", "reconstruct {d}/corrupt.png -c {ckpt} -o {out} --strict",
+     r"error: .*/corrupt.png: cannot read the image \(.+\); is it a complete image file\?$"),
+    ("decompression-bomb", "reconstruct {d}/bomb.png -c {ckpt} -o {out}",
+     r"error: 1 of 1 images could not be read: bomb.png \(the image is too large \(400 megapixels, over Pillow's "
+     r"limit of 179\): Pillow refuses it as a possible decompression bomb; scale it down first, or if you trust the "
+     r"file raise PIL.Image.MAX_IMAGE_PIXELS in Python\)$"),
+    ("size-beyond-memory", "reconstruct {img} -c {ckpt} -o {out} --size 100000",
+     r"error: --size 100000 would need at least [\d,.]+ GiB of host memory for the tokenizer's activations \(one "
+     r"image of 100000×100000 pixels\), more than the [\d,.]+ GiB free; lower --size$"),
+    ("size-beyond-memory-batch", "tokenize {photos} -c {ckpt} -o {out} --size 50000",
+     r"error: --size 50000 would need at least [\d,.]+ GiB of host memory for the tokenizer's activations \(2 "
+     r"images of 50000×50000 pixels\), more than the [\d,.]+ GiB free; lower --size or --batch-size$"),
     ("demo-class-out-of-range", "generate --classes 12 -o {out}", r"\[0, 10\)"),  # no -c: the demo, 10 digits
     ("checkpoint-path-missing", "reconstruct {img} -c ckpts/x.ckpt -o {out}", r"ckpts/x.ckpt: no such file"),
-    ("checkpoint-truncated", "reconstruct {img} -c {d}/trunc.ckpt -o {out}", r"truncated or corrupt checkpoint"),
+    ("checkpoint-truncated", "reconstruct {img} -c {d}/trunc.ckpt -o {out}",
+     r"error: .*/trunc.ckpt: truncated or corrupt checkpoint \(5,000 bytes; the zip archive that torch.save writes "
+     r"has no end\); download or copy it again$"),
+    ("weights-truncated", "tokenize {img} -c {d}/short_weights -o {out}",
+     r"error: .*/short_weights/model.safetensors: truncated or corrupt checkpoint \(100,000 bytes; safetensors: Error "
+     r"while deserializing header: incomplete metadata, file not fully covered\); download or copy it again$"),
     ("checkpoint-text", "reconstruct {img} -c {d}/text.ckpt -o {out}", r"not a PyTorch checkpoint"),
     ("checkpoint-pickle", "reconstruct {img} -c {d}/evil.ckpt -o {out}", r"evil.ckpt"),
     ("video-ckpt-for-images", "reconstruct {img} -c {vckpt} -o {out}", r"VideoTokenizer.*reconstruct-video"),
@@ -104,6 +145,16 @@ CLI_CASES = [
     ("tile-word", "tokenize-video {clip} -c {vckpt} -o {out}.npy --tile big", r"--tile 'big'"),
     ("video-not-a-video", "reconstruct-video {file} -c {vckpt} -o {out}.mp4", r"cannot read video"),
     ("two-videos", "tokenize-video {clip} {clip} -c {vckpt} -o {out}.npy", r"one video at a time"),
+    ("onnx-output-exists", "export-onnx -c {ckpt} --part encoder -o {file}",
+     r"error: output file .*/file.txt already exists; choose a new name or delete it first$"),
+    ("serve-port-99999", "serve --port 99999",
+     r"argument --port: expected a port number from 1 to 65535, got '99999'$"),
+    ("serve-unknown-host", "serve --host no.such.host.invalid",
+     r"error: --host no.such.host.invalid: no such host \(.+\); pass an address of this machine: 127.0.0.1 \(this "
+     r"machine only\) or 0.0.0.0 \(every network\)$"),
+    ("serve-all-none", "serve --tokenizer none --video-tokenizer none --generator none",
+     r"error: no model to serve: --tokenizer, --video-tokenizer and --generator are all 'none'; name at least one "
+     r"model \(a checkpoint, or demo\)$"),
     ("eval-data-missing", "evaluate-tokenizer -c {ckpt} --data {d}/none -o {out}", r"no such image file"),
     ("eval-samples-no-arr0", "evaluate-generator --samples {d}/no_arr0.npz --reference {d}/no_arr0.npz",
      r"no 'arr_0' array"),
@@ -196,6 +247,14 @@ API_CASES: list[tuple[str, Callable, type[Exception], str]] = [
     ("generate-top_k-True", lambda e: e.gen.generate(torch.tensor([1]), top_k=True), ValueError, "top_k"),
     ("generate-cfg-nan", lambda e: e.gen.generate(torch.tensor([1]), cfg_scale=float("nan")), ValueError, "finite"),
     ("generate-float-labels", lambda e: e.gen.generate(torch.tensor([1.0])), ValueError, "integer tensor"),
+    ("from_pretrained-weights-bogus", lambda e: ImageTokenizer.from_pretrained(IMAGE_CKPT, weights="bogus"),
+     ValueError, r"^weights must be 'ema' \(the EMA weights, as every official number\) or 'raw' \(the trained ones\), "
+     r"got 'bogus'$"),
+    ("from_pretrained-folder-weights-bogus", lambda e: ImageTokenizer.from_pretrained("demo", weights="EMA"),
+     ValueError, r"or 'raw' \(the trained ones\), got 'EMA'$"),
+    ("generate-generator-int", lambda e: e.gen.generate(torch.tensor([1]), generator=123), TypeError,
+     r"^generator must be a torch.Generator or None, got int; for a seed pass "
+     r"generator=torch.Generator\(device\).manual_seed\(seed\)$"),
     ("load_image-folder", lambda e: load_image(e.env.d), FileNotFoundError, "image not found"),
     ("load_image-size-0", lambda e: load_image(e.env.img, 0), ValueError, "positive int"),
 ]
@@ -235,3 +294,87 @@ def test_fixed_atomic_writes_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+# ---- batch jobs: a file that cannot be read is skipped, counted and reported at the end (exit 2); --strict stops ----
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    lines = [ln for ln in err.splitlines() if not ln.startswith("no --checkpoint")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture
+def folder_with_a_bad_image(env, tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a.png", "c.png", "d.png"):
+        (d / name).write_bytes(Path(env.img).read_bytes())
+    (d / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    return d
+
+
+def test_batch_rule_reconstruct_skips_the_bad_file_and_reports_it(env, folder_with_a_bad_image, tmp_path, capsys):
+    out, strict = tmp_path / "out", tmp_path / "strict"
+    argv = ["reconstruct", str(folder_with_a_bad_image), "-c", env.ckpt, "--size", "16", "--workers", "0",
+            "--no-progress"]
+    assert main([*argv, "-o", str(out), "--batch-size", "2"]) == 2
+    assert re.fullmatch(r"open-magvit2 reconstruct: error: 1 of 4 images could not be read: b.png \(cannot read the "
+                        r"image \(.+\); is it a complete image file\?\)", _one_error_line(capsys))
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}_{k}.png" for n in "acd" for k in ("compare", "recon")]
+
+    assert main([*argv, "-o", str(strict), "--batch-size", "1", "--strict"]) == 2
+    assert re.fullmatch(r"open-magvit2 reconstruct: error: .*/b.png: cannot read the image \(.+\); is it a complete "
+                        r"image file\?", _one_error_line(capsys))
+    assert sorted(p.name for p in strict.iterdir()) == ["a_compare.png", "a_recon.png"]  # stopped at b.png
+
+
+def test_batch_rule_tokenize_shards_records_the_skipped_file(env, folder_with_a_bad_image, tmp_path, capsys):
+    from open_magvit2.data.tokens import read_index
+
+    out = tmp_path / "tokens"
+    argv = ["tokenize", str(folder_with_a_bad_image), "-c", env.ckpt, "-o", str(out), "--size", "16", "--shards",
+            "--shard-size", "2", "--workers", "0", "--no-progress"]
+    assert main(argv) == 2
+    assert _one_error_line(capsys).startswith("open-magvit2 tokenize: error: 1 of 4 images could not be read: b.png (")
+    index = read_index(out)
+    assert index["num_samples"] == 3 and [s["count"] for s in index["shards"]] == [1, 2]
+    assert [key for key, _ in index["skipped"]] == ["b.png"]
+    (folder_with_a_bad_image / "b.png").write_bytes(Path(env.img).read_bytes())  # fixed: the rerun completes the set
+    assert main(argv) == 0
+    assert read_index(out)["num_samples"] == 4 and read_index(out)["skipped"] == []
+
+
+def test_batch_rule_detokenize_leaves_nothing_of_a_bad_file(env, tmp_path, capsys):
+    d = tmp_path / "tokens"
+    d.mkdir()
+    np.save(d / "good.npy", np.zeros((2, 4, 4), np.int64))
+    np.save(d / "late.npy", np.stack([np.zeros((4, 4), np.int64), np.full((4, 4), 2**18, np.int64)]))
+    out = tmp_path / "images"
+    assert main(["detokenize", str(d), "-c", env.ckpt, "-o", str(out), "--batch-size", "1", "--no-progress"]) == 2
+    assert re.fullmatch(r"open-magvit2 detokenize: error: 1 of 2 token files could not be read: late.npy \(.*"
+                        r"\[0, 2\^18\).*\)", _one_error_line(capsys))
+    assert sorted(p.name for p in out.iterdir()) == ["good_0.png", "good_1.png"]  # not late_0.png, decoded first
+
+
+def test_serve_port_in_use(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--video-tokenizer", "none", "--generator", "none"]) == 2
+    assert _one_error_line(capsys) == (f"open-magvit2 serve: error: cannot listen on 127.0.0.1:{port}: another "
+                                       "program is using the port; pass another --port")
+
+
+@pytest.mark.parametrize("opset", [5, 17, 99])
+def test_export_onnx_opset_out_of_range(env, tmp_path, capsys, opset):
+    onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
+    newest = onnx.defs.onnx_opset_version()
+    out = tmp_path / "tok.onnx"
+    assert main(["export-onnx", "-c", env.ckpt, "--part", "decoder", "--size", "8", "--opset", str(opset),
+                 "-o", str(out)]) == 2
+    assert _one_error_line(capsys) == (
+        f"open-magvit2 export-onnx: error: opset {opset} cannot be written: the exporter writes opsets 18 to {newest} "
+        f"(18 is the first with the decoder's BitwiseAnd; {newest} is the newest the installed onnx package knows)")
+    assert not any(tmp_path.iterdir())

@@ -96,6 +96,7 @@ CASES = [
     ("tok-max-steps-0", TOK.replace("--max-steps 1", "--max-steps 0"), r"run\.max_steps must be >= 1"),
     ("tok-unknown-preset", TOK + " --set model=imagenet_64", r"unknown tokenizer preset 'imagenet_64'"),
     ("tok-unknown-key", TOK + " --set optim.lrr=1", r"unknown config key optim\.lrr; optim has: lr, "),
+    ("tok-unknown-model-arg", TOK + " --set model_args.chh=8", r"unknown model_args chh; the allowed keys are ch, "),
     ("tok-empty-yaml", TOK.replace("-c tiny", "-c {d}/empty.yaml"), r"the recipe is empty; start from one"),
     ("tok-yaml-list", TOK.replace("-c tiny", "-c {d}/list.yaml"), r"a recipe is a mapping of sections"),
     ("tok-unknown-recipe", TOK.replace("-c tiny", "-c tinyy"), r"--config tinyy: neither a recipe file nor a "

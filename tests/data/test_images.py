@@ -11,7 +11,7 @@ from data_builders import image_folder, take
 from PIL import Image
 
 from open_magvit2.data import build_image_stream, scan_folder
-from open_magvit2.data.images import ImageTransform
+from open_magvit2.data.transforms import ImageTransform
 from open_magvit2.imaging import IMAGE_SUFFIXES, load_image, pil_to_tensor, resize_shorter_side
 
 

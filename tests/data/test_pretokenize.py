@@ -119,3 +119,13 @@ def test_a_grid_too_small_for_the_models_is_refused_before_any_write(images, tmp
     with pytest.raises(ValueError, match=r"--size 2 must be a multiple of 2 and at least 4 \(a 2×2 token grid"):
         tokenize_dataset(CKPT, images, 2, tmp_path / "t", num_workers=0)
     assert not (tmp_path / "t").exists()
+
+
+def test_tokenize_dataset_cli_follows_the_batch_rule(images, tmp_path, capsys):
+    (images / "b" / "img_001.png").write_bytes(b"x")
+    args = ["tokenize-dataset", "-c", str(CKPT), "--data", str(images), "--size", "8", "--output",
+            str(tmp_path / "t"), "--workers", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 of 5 images could not be read: b/img_001.png (" in err
+    assert read_index(tmp_path / "t")["num_samples"] == 4  # the others are written

@@ -95,8 +95,7 @@ def test_training_starts_from_the_demo_models_by_name(tok):
     bundled weights."""
     from open_magvit2.tokenizer.inflate import inflate_image_to_video
     from open_magvit2.train.config import InitConfig
-    from open_magvit2.train.init import load_generator_init
-    from open_magvit2.train.init import load_tokenizer_init
+    from open_magvit2.train.init import load_generator_init, load_tokenizer_init
 
     weights, disc = load_tokenizer_init(InitConfig(checkpoint="demo"), tok.config)
     assert disc is None

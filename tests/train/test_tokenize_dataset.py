@@ -21,8 +21,8 @@ from open_magvit2.cli import main
 from open_magvit2.data.tokens import TokenShards, read_index, shard_files
 from open_magvit2.imaging import load_image, pil_to_tensor, resize_shorter_side
 from open_magvit2.tokenizer import ImageTokenizer
-from open_magvit2.train import pretokenize
-from open_magvit2.train.pretokenize import image_views, tokenize_dataset
+from open_magvit2.data import pretokenize
+from open_magvit2.data.pretokenize import image_views, tokenize_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from generator_helpers import ar_ckpt, image_folder, torchrun
@@ -154,11 +154,14 @@ def test_changed_settings_or_foreign_folder_are_refused(ckpt, images, tmp_path):
         tokenize_dataset(ckpt, images, 18, tmp_path / "odd")
 
 
-def test_unreadable_image_is_named(ckpt, tmp_path):
+def test_unreadable_image_is_skipped_and_named(ckpt, tmp_path):
+    """The batch-job rule: the set is finished without the bad image, which the index names; strict stops."""
     images = image_folder(tmp_path / "images", classes=("a",), per_class=2, size=16)
     (images / "a" / "001.png").write_bytes(b"not a png")
+    index = _run(ckpt, images, tmp_path / "t")
+    assert index["num_samples"] == 1 and [key for key, _ in index["skipped"]] == ["a/001.png"]
     with pytest.raises(ValueError, match=r"a/001\.png: cannot read the image"):
-        _run(ckpt, images, tmp_path / "t")
+        _run(ckpt, images, tmp_path / "strict", strict=True)
 
 
 def _write_tar(path: Path, samples: list[tuple[str, np.ndarray, int]]) -> None:

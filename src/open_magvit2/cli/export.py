@@ -7,8 +7,10 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from open_magvit2.cli.common import add_checkpoint_args, load_checkpoint, output_file, positive_int
-from open_magvit2.cli.images import image_size
+from open_magvit2.cli.images import check_fits, image_size
 from open_magvit2.export_onnx import OPSET, PARTS, check_against_torch, check_opset, export_onnx
 from open_magvit2.fileio import atomic_write
 from open_magvit2.tokenizer import Tokenizer
@@ -40,12 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export_onnx(args: argparse.Namespace) -> int:
-    check_opset(args.opset)  # needs the onnx extra: both checked before anything is loaded
     output_file(args.output, overwrite=False)
+    check_opset(args.opset)  # needs the onnx extra; both checked before anything is loaded
     tok, _ = load_checkpoint(args, Tokenizer, "pass a tokenizer checkpoint (generators are not exported)")
     size = image_size(args, tok.config.spatial_factor)
     if args.frames is not None and tok.config.dims == 2:
         raise ValueError("--frames is for video tokenizers; this checkpoint is an image tokenizer")
+    check_fits(tok, torch.device("cpu"), size, size, 2, f"--size {size}", "--size")  # the export's 2 example inputs
     t0 = time.perf_counter()
     checked: list[str] = []
 

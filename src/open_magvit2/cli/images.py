@@ -22,6 +22,7 @@ from open_magvit2.cli.common import Unreadable, add_strict_arg, positive_int
 from open_magvit2.fileio import InputFile, atomic_write
 from open_magvit2.imaging import load_image, pad_to_multiple
 from open_magvit2.progress import progress
+from open_magvit2.tokenizer import Tokenizer
 
 Box = tuple[int, int, int, int]
 INPUTS_HELP = "image files, folders (searched recursively) and quoted globs such as 'photos/**/*.jpg'"
@@ -44,6 +45,47 @@ def image_size(args: argparse.Namespace, factor: int) -> int | None:
         raise ValueError(f"--size {size} must be a multiple of the tokenizer's downsampling factor {factor} and at "
                          f"least {2 * factor}; e.g. --size {max(2, round(size / factor)) * factor}")
     return size
+
+
+# Peak memory of encode + decode, in full-resolution activations of the widest level: measured on CPU, about 8
+# of them are alive at once (a residual block's input, its norm and conv outputs, the skip sum). The check below
+# counts 4, so it refuses only what could not fit even then.
+LIVE_ACTIVATIONS = 4
+
+
+def activation_bytes(tok: Tokenizer, height: int, width: int, batch: int) -> int:
+    """A lower bound of the memory ``tok`` needs to encode and decode ``batch`` images of height × width: the
+    widest level's activations (channels × pixels, every level but the last halves H and W) and the images."""
+    c = tok.config
+    level = max(c.ch * m * (height >> i) * (width >> i) for i, m in enumerate(c.ch_mult))
+    item = next(tok.parameters()).element_size()
+    return batch * (LIVE_ACTIVATIONS * level * item + 2 * 3 * height * width * 4)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory of ``device``: the GPU's (``torch.cuda.mem_get_info``), or the host's ``MemAvailable``; None when
+    unknown (another platform)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_fits(tok: Tokenizer, device: torch.device, height: int, width: int, batch: int, what: str,
+               lower: str) -> None:
+    """``ValueError`` naming the need and what to lower when ``batch`` images of height × width cannot fit in the
+    free memory of ``device`` (:func:`activation_bytes`): ``what`` is the input, ``lower`` the options to lower."""
+    need, free = activation_bytes(tok, height, width, batch), available_bytes(device)
+    if free is not None and need > free:
+        where = "GPU" if device.type == "cuda" else "host"
+        images = f"{batch} images" if batch > 1 else "one image"
+        raise ValueError(f"{what} would need at least {need / 2**30:,.1f} GiB of {where} memory for the tokenizer's "
+                         f"activations ({images} of {height}×{width} pixels), more than the {free / 2**30:,.1f} GiB "
+                         f"free; lower {lower}")
 
 
 class _Images(Dataset):

@@ -86,13 +86,14 @@ def _stop_on_sigterm() -> None:
 def run_serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls (and none to wait for offline)
+    from open_magvit2.web.models import load_models, plan_models
+
+    plan_models(args.tokenizer, args.video_tokenizer, args.generator)  # the cheap checks first: something to serve,
+    check_listen(args.host, args.port)  # an address to serve it on
     try:
         from open_magvit2.web.app import serve
     except ImportError as e:
         raise ImportError(f"serve needs the web extra: pip install open-magvit2[web] ({e})") from None
-    from open_magvit2.web.models import load_models
-
-    check_listen(args.host, args.port)
     models = load_models(args.tokenizer, args.video_tokenizer, args.generator, args.device)
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app (no login)",

@@ -26,6 +26,7 @@ from open_magvit2.cli.common import (
 from open_magvit2.cli.images import (
     INPUTS_HELP,
     add_batch_args,
+    check_fits,
     image_batches,
     image_size,
     load_token_file,
@@ -115,7 +116,12 @@ def _prepare(args: argparse.Namespace) -> tuple[ImageTokenizer, torch.device, li
     files = find_files(args.inputs, IMAGE_SUFFIXES, "image")
     output_dir(args.output)
     tok, device = load_checkpoint(args, ImageTokenizer, VIDEO_HINT)
-    return tok, device, files, image_size(args, tok.config.spatial_factor), args.output
+    size = image_size(args, tok.config.spatial_factor)
+    if size is not None:  # at the original resolution each image has its own size
+        batch = min(args.batch_size, len(files))
+        lower = "--size or --batch-size" if batch > 1 else "--size"
+        check_fits(tok, device, size, size, batch, f"--size {size}", lower)
+    return tok, device, files, size, args.output
 
 
 @torch.inference_mode()

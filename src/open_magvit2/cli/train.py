@@ -151,24 +151,27 @@ def run_trainer(args: argparse.Namespace) -> int:
 
 
 def run_tokenize_dataset(args: argparse.Namespace) -> int:
-    from open_magvit2.cli.common import default_to_demo
-    from open_magvit2.train.pretokenize import tokenize_dataset
+    from open_magvit2.cli.common import Unreadable, default_to_demo
+    from open_magvit2.data.pretokenize import tokenize_dataset
 
     default_to_demo(args, "image tokenizer")
     index = tokenize_dataset(args.checkpoint, args.data, args.size, args.output, augment=args.augment,
                              batch_size=args.batch_size, shard_size=args.shard_size, weights=args.weights,
-                             device=args.device, num_workers=args.num_workers)
+                             device=args.device, num_workers=args.num_workers, strict=args.strict)
     grid = "×".join(str(g) for g in index["grid"])
     print(f"{index['num_samples']} images × {index['views']} view(s) of {grid} tokens → {args.output}")
+    unreadable = Unreadable(index["num_samples"] + len(index["skipped"]), "images")
+    for key, reason in index["skipped"]:  # the batch rule: the set is finished without them, exit 2
+        unreadable.skip(key, reason)
+    unreadable.check()
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from open_magvit2.train.export import export_run
-
     import json
 
     from open_magvit2.checkpoints.hub import CONFIG_NAME
+    from open_magvit2.train.export import export_run
 
     out = export_run(args.run, args.out, weights=args.weights)
     meta = json.loads((out / CONFIG_NAME).read_text()).get("metadata", {})

@@ -5,9 +5,10 @@ resumes exactly from its ``state_dict`` and splits the data over torchrun ranks 
 """
 
 from open_magvit2.data.clips import Clip, ClipSpec, build_video_stream, read_clip
-from open_magvit2.data.images import ImageTransform, build_image_stream
+from open_magvit2.data.images import build_image_stream
 from open_magvit2.data.sampler import FolderIndex, scan_folder
 from open_magvit2.data.stream import BatchStream
+from open_magvit2.data.transforms import ImageTransform
 
 __all__ = [
     "BatchStream",

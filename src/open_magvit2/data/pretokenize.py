@@ -1,6 +1,6 @@
 """The one writer of token sets (``tokens.py``): ``tokenize-dataset``, and ``tokenize --shards``, which calls it.
 
-The official AR loop re-encodes every image with the frozen tokenizer at every step (spec §5.1); LlamaGen's
+The official AR loop re-encodes every image with the frozen tokenizer at every step (docs/design.md O-30); LlamaGen's
 ``extract_codes_c2i.py`` encodes once and trains on the codes. This does the latter, resumably, under torchrun:
 
 * The samples are listed in a fixed order: an image folder sorted by relative path (class subfolders give the
@@ -21,7 +21,7 @@ The official AR loop re-encodes every image with the frozen tokenizer at every s
 Views (``augment``): ``none`` = resize shorter side to S + centre crop (the official validation transform);
 ``flip`` adds its mirror image; ``tencrop`` = LlamaGen's ten-crop: the centre square of side round(1.1·S) after
 resizing the shorter side to it, its four corner and centre S×S crops, and their mirror images. Encoding is
-float32 (no autocast: LFQ signs near 0 flip under half precision, spec §2.5), so the shards hold exactly the
+float32 (no autocast: LFQ signs near 0 flip under half precision, docs/design.md O-15), so the shards hold exactly the
 indices ``tokenizer.encode`` gives.
 """
 
@@ -86,7 +86,7 @@ RESUMABLE = ("num_samples", "num_shards")  # plan entries a rerun may change (th
 
 def load_image_tokenizer(checkpoint: str | Path, weights: str = "ema") -> tuple[ImageTokenizer, str]:
     """(tokenizer, which weights) from a tokenizer checkpoint, or the first stage of an AR checkpoint (its raw
-    weights, the ones the AR model was trained with, spec §5.11)."""
+    weights, the ones the AR model was trained with: docs/design.md O-44)."""
     if str(checkpoint) == "demo":  # the bundled demo image tokenizer
         return ImageTokenizer.from_pretrained("demo"), "ema (bundled demo)"
     model = load_pretrained(checkpoint, weights=weights)

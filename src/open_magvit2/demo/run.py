@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -86,8 +85,8 @@ def run_demo(out: str | Path = "demo-output", device: str | torch.device | None 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     paths = {**photo_part(out, dev), **video_part(out, dev), **generator_part(out, dev)}
-    print(f"done in {time.perf_counter() - t0:.0f} s; demo models only (demo quality, not the paper's models):",
-          file=sys.stderr)
+    print(f"done in {time.perf_counter() - t0:.0f} s with the demo models (demo quality, not the paper's models); "
+          f"wrote {len(paths)} files:")
     for name, p in paths.items():
         print(f"  {name:18s} {p}")
     return paths

@@ -190,6 +190,17 @@ def _convert(hint: Any, value: Any, key: str, default: Any = None) -> Any:
     return value
 
 
+def with_model_args(preset: T, model_args: Mapping[str, Any]) -> T:
+    """A model preset (a config dataclass) with the recipe's ``model_args`` fields replaced; an unknown field is a
+    ``ValueError`` that lists the allowed ones."""
+    try:
+        return dataclasses.replace(preset, **model_args)
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(preset) if f.init]
+        unknown = sorted(set(model_args) - set(known))
+        raise ValueError(f"unknown model_args {', '.join(unknown)}; the allowed keys are {', '.join(known)}") from None
+
+
 def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """``cls(**data)`` with nested dataclasses built recursively; an unknown key is a ``ValueError`` naming it."""
     if not isinstance(data, Mapping):

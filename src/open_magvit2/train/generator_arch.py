@@ -5,11 +5,11 @@ with the data is an error naming both).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorConfig
+from open_magvit2.train.config import with_model_args
 from open_magvit2.train.generator_data import TrainData
 
 # the fields that make two generators' weights interchangeable (fine-tuning checks them)
@@ -50,8 +50,4 @@ def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: Tr
         if data.num_classes is None:
             raise ValueError("the data does not say how many classes it has; set model_args.num_classes")
         args["num_classes"] = data.num_classes
-    try:
-        return dataclasses.replace(preset, **args)
-    except TypeError as e:
-        names = [f.name for f in dataclasses.fields(GeneratorConfig) if f.init]
-        raise ValueError(f"model_args: {e}; the allowed keys are {', '.join(names)}") from None
+    return with_model_args(preset, args)

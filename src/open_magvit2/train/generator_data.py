@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from open_magvit2.data.pretokenize import load_image_tokenizer, weights_sha256
 from open_magvit2.data.stream import BatchStream
-from open_magvit2.data.tokens import INDEX_NAME, TokenShards, build_token_stream, read_index
+from open_magvit2.data.tokens import INDEX_NAME, TokenShards, build_token_stream, read_index, token_set_tokenizer
 from open_magvit2.distributed import DistContext
 from open_magvit2.tokenizer import ImageTokenizer
-from open_magvit2.train.pretokenize import load_image_tokenizer, token_set_tokenizer, weights_sha256
 
 
 @dataclass

@@ -25,13 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from open_magvit2.data.tokens import TOKENIZER_DIR
 from open_magvit2.fileio import atomic_write, check_output_dir
 from open_magvit2.train.checkpoint import list_checkpoints
 from open_magvit2.train.config import dump_yaml
 from open_magvit2.train.metrics import METRICS_NAME
 
 RUN_CONFIG = "config.yaml"
-TOKENIZER_DIR = "tokenizer"
 # Keys that may change on resume. The first group does not change what the next step computes; the second
 # (learning rate, schedule, guard) does, on purpose: it is how a run recovers from a blow-up, and the change is
 # recorded in metrics.jsonl.

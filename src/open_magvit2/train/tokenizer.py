@@ -37,7 +37,7 @@ from open_magvit2.losses.gan import disc_factor
 from open_magvit2.losses.tokenizer_loss import LossOutput
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
 from open_magvit2.tokenizer.presets import tokenizer_config
-from open_magvit2.train.config import InitConfig, OptimConfig, RunConfig, ScheduleConfig
+from open_magvit2.train.config import InitConfig, OptimConfig, RunConfig, ScheduleConfig, with_model_args
 from open_magvit2.train.ema import make_ema
 from open_magvit2.train.guard import NonFiniteGuard
 from open_magvit2.train.init import load_tokenizer_init
@@ -82,10 +82,7 @@ class TokenizerTrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def tokenizer_config(self) -> TokenizerConfig:
-        try:
-            return tokenizer_config(self.model).replace(**self.model_args)
-        except TypeError as e:
-            raise ValueError(f"model_args: {e}; the fields of TokenizerConfig are the allowed keys") from None
+        return with_model_args(tokenizer_config(self.model), self.model_args)
 
 
 def _check_data_shape(cfg: TokenizerTrainConfig, model: nn.Module, loss: TokenizerLoss) -> None:

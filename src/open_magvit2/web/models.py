@@ -22,6 +22,7 @@ from open_magvit2.registry import load_pretrained, model_kind
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
 NONE = "none"
+_MODEL_TYPES = {"tokenizer": "image_tokenizer", "video_tokenizer": "video_tokenizer", "generator": "image_generator"}
 _FLAGS = {  # model_type: (the serve flag, what to pass instead); the class is registry.MODEL_KINDS'
     "image_tokenizer": ("--tokenizer", "pass it to --video-tokenizer or --generator"),
     "video_tokenizer": ("--video-tokenizer", "pass it to --tokenizer or --generator"),
@@ -68,35 +69,41 @@ def _load(checkpoint: str | Path, model_type: str, device: torch.device) -> nn.M
     return model.to(device).eval()
 
 
+def plan_models(tokenizer: str | Path | None = None, video_tokenizer: str | Path | None = None,
+                generator: str | Path | None = None) -> dict[str, str | Path]:
+    """What :func:`load_models` will load: attribute → checkpoint, reading no weights. ``ValueError`` saying why
+    when that is nothing (every model 'none', or left to bundled demo models this installation lacks)."""
+    specs = {"tokenizer": tokenizer, "video_tokenizer": video_tokenizer, "generator": generator}
+    plan = {attr: checkpoint for attr, spec in specs.items()
+            if (checkpoint := resolve(spec, _MODEL_TYPES[attr])) is not None}
+    if plan:
+        return plan
+    off = [_FLAGS[_MODEL_TYPES[attr]][0] for attr, spec in specs.items() if spec is not None]  # the 'none' ones
+    if len(off) == len(_FLAGS):
+        raise ValueError("no model to serve: --tokenizer, --video-tokenizer and --generator are all 'none'; "
+                         "name at least one model (a checkpoint, or demo)")
+    unset = [flag for flag, _ in _FLAGS.values() if flag not in off]
+    also = f" and {' and '.join(off)} {'is' if len(off) == 1 else 'are'} 'none'" if off else ""
+    raise ValueError(f"no model to serve: the bundled demo models are missing from this installation{also}; "
+                     f"pass a checkpoint to {' or '.join(unset)}")
+
+
 def load_models(tokenizer: str | Path | None = None, video_tokenizer: str | Path | None = None,
                 generator: str | Path | None = None, device: str | None = None) -> ServedModels:
     """Load the three models (module docstring for what each argument may be) onto ``device`` in float32."""
+    plan = plan_models(tokenizer, video_tokenizer, generator)
     dev = pick_device(device)
     set_tf32(False)  # the inference precision policy (precision.py): float32 means float32
     served = ServedModels(device=dev)
-    for attr, spec, model_type in (("tokenizer", tokenizer, "image_tokenizer"),
-                                   ("video_tokenizer", video_tokenizer, "video_tokenizer"),
-                                   ("generator", generator, "image_generator")):
-        checkpoint = resolve(spec, model_type)
-        if checkpoint is None:
-            continue
-        setattr(served, attr, _load(checkpoint, model_type, dev))
+    specs = {"tokenizer": tokenizer, "video_tokenizer": video_tokenizer, "generator": generator}
+    for attr, checkpoint in plan.items():
+        setattr(served, attr, _load(checkpoint, _MODEL_TYPES[attr], dev))
         served.sources[attr] = str(checkpoint)
-        if spec is None or str(spec) == DEMO_NAME:
+        if specs[attr] is None or str(specs[attr]) == DEMO_NAME:
             served.demo.add(attr)
     if served.generator is not None:
         served.class_names = class_names(served.sources["generator"], served.generator.config.num_classes)
         if served.generator.tokenizer is None:
             raise ValueError(f"--generator {served.sources['generator']}: a tokens-only checkpoint has no tokenizer "
                              "to draw its samples")
-    if not served.sources:  # each spec was 'none' or a default without its bundled demo model
-        off = [flag for spec, (flag, _) in zip((tokenizer, video_tokenizer, generator), _FLAGS.values())
-               if spec is not None]
-        if len(off) == len(_FLAGS):
-            raise ValueError("no model to serve: --tokenizer, --video-tokenizer and --generator are all 'none'; "
-                             "name at least one model (a checkpoint, or demo)")
-        unset = [flag for flag, _ in _FLAGS.values() if flag not in off]
-        also = f" and {' and '.join(off)} {'is' if len(off) == 1 else 'are'} 'none'" if off else ""
-        raise ValueError(f"no model to serve: the bundled demo models are missing from this installation{also}; "
-                         f"pass a checkpoint to {' or '.join(unset)}")
     return served
