@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from open_magvit2.data.pretokenize import tokenize_dataset
 from open_magvit2.train.config import load_recipe
 from open_magvit2.train.generator import GeneratorTrainConfig
-from open_magvit2.data.pretokenize import tokenize_dataset
 
 from official import write_official_ckpt
 

@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 
 from open_magvit2.cli import main
+from open_magvit2.data import pretokenize
+from open_magvit2.data.pretokenize import image_views, tokenize_dataset
 from open_magvit2.data.tokens import TokenShards, read_index, shard_files
 from open_magvit2.imaging import load_image, pil_to_tensor, resize_shorter_side
 from open_magvit2.tokenizer import ImageTokenizer
-from open_magvit2.data import pretokenize
-from open_magvit2.data.pretokenize import image_views, tokenize_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from generator_helpers import ar_ckpt, image_folder, torchrun

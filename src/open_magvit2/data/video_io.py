@@ -2,9 +2,10 @@
 
 Reading decodes frame by frame (:func:`iter_frames`), so a long video can be processed window by window without
 holding it in memory. Frames are resampled to a chosen frame rate by timestamp (exact rational arithmetic), the
-shorter side is resized (PIL bilinear with antialiasing, like the image pipeline's ``Resize``, docs/design.md O-08) and the
-result is centre-cropped to a given size or to the largest multiple of 8 (the video tokenizer's spatial factor,
-docs/design.md O-26). Pixel values go through uint8 and ``x / 127.5 − 1`` as in the official pipelines (docs/design.md O-08, O-47).
+shorter side is resized (PIL bilinear with antialiasing, like the image pipeline's ``Resize``, docs/design.md
+O-08) and the result is centre-cropped to a given size or to the largest multiple of 8 (the video tokenizer's
+spatial factor, docs/design.md O-26). Pixel values go through uint8 and ``x / 127.5 − 1`` as in the official
+pipelines (docs/design.md O-08, O-47).
 
 Writing (:class:`VideoWriter`, :func:`write_video`) encodes to a temporary file next to the target and renames
 it on success, so an interrupted run never leaves a half-written video behind.
@@ -86,12 +87,14 @@ class FrameGeometry:
 
 def uint8_to_video(frames: Tensor) -> Tensor:
     """(3, T, H, W) uint8 → float32 in [−1, 1]: ``x / 127.5 − 1`` in float32, bit-identical to the official video
-    loader's ``(x / 255 − 0.5) / 0.5`` (docs/design.md O-47); the image path computes in float64 (``imaging.pil_to_tensor``)."""
+    loader's ``(x / 255 − 0.5) / 0.5`` (docs/design.md O-47); the image path computes in float64
+    (``imaging.pil_to_tensor``)."""
     return frames.float() / 127.5 - 1.0
 
 
 def video_to_uint8(video: Tensor) -> np.ndarray:
-    """(3, T, H, W) float in [−1, 1] → (T, H, W, 3) uint8: clamp, ``(x + 1) / 2 · 255``, truncate (docs/design.md O-08)."""
+    """(3, T, H, W) float in [−1, 1] → (T, H, W, 3) uint8: clamp, ``(x + 1) / 2 · 255``, truncate
+    (docs/design.md O-08)."""
     return to_uint8(video.transpose(0, 1))  # frames as a batch of images
 
 
