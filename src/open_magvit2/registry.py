@@ -15,6 +15,7 @@ from torch import nn
 
 from open_magvit2.checkpoints.hub import MODEL_TYPES
 from open_magvit2.checkpoints.loading import open_checkpoint
+from open_magvit2.checkpoints.official import check_weights
 from open_magvit2.generator import ImageGenerator
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
@@ -55,6 +56,7 @@ def load_pretrained(
     """Load an image tokenizer, video tokenizer or AR generator from an official ``.ckpt``, a ``save_pretrained``
     directory, a released name or a Hugging Face repo id, straight onto ``device`` in ``dtype``. ``weights``
     selects EMA/raw weights of an official tokenizer file (AR files store no EMA)."""
+    check_weights(weights)
     checkpoint = open_checkpoint(path_or_id, revision)  # the one folder-or-official-file dispatch
     cls = model_kind(checkpoint.model_type).cls
     if cls is ImageGenerator:  # the official AR files hold one set of weights, no EMA

@@ -248,10 +248,10 @@ API_CASES: list[tuple[str, Callable, type[Exception], str]] = [
     ("generate-cfg-nan", lambda e: e.gen.generate(torch.tensor([1]), cfg_scale=float("nan")), ValueError, "finite"),
     ("generate-float-labels", lambda e: e.gen.generate(torch.tensor([1.0])), ValueError, "integer tensor"),
     ("from_pretrained-weights-bogus", lambda e: ImageTokenizer.from_pretrained(IMAGE_CKPT, weights="bogus"),
-     ValueError, r"^weights must be 'ema' \(the EMA weights, as every official number\) or 'raw' \(the trained ones\), "
-     r"got 'bogus'$"),
+     ValueError, r"^weights must be 'ema' or 'raw' \(the averaged weights every official number uses, or the trained "
+     r"ones\), got 'bogus'$"),
     ("from_pretrained-folder-weights-bogus", lambda e: ImageTokenizer.from_pretrained("demo", weights="EMA"),
-     ValueError, r"or 'raw' \(the trained ones\), got 'EMA'$"),
+     ValueError, r"^weights must be 'ema' or 'raw' .*, got 'EMA'$"),
     ("generate-generator-int", lambda e: e.gen.generate(torch.tensor([1]), generator=123), TypeError,
      r"^generator must be a torch.Generator or None, got int; for a seed pass "
      r"generator=torch.Generator\(device\).manual_seed\(seed\)$"),

@@ -201,3 +201,4 @@ def test_export_default_takes_the_runs_own_result(env, capsys):
     assert _run(["export", env.gen_run, str(out)]) == 0
     assert "exported the raw weights of step 1" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["metadata"]["weights"] == "raw"
+    assert json.loads((out / "classes.json").read_text()) == ["a", "b"]  # generate names its folders with them

@@ -76,6 +76,7 @@ def test_demo_command(tmp_path):
                  "digits_grid.png"):
         assert (out / name).stat().st_size > 0, name
     assert "PSNR" in proc.stdout and "distinct codes" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr  # the demo's output is clean (issue 17)
     from PIL import Image
 
     grid = np.asarray(Image.open(out / "digits_grid.png"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -188,3 +189,94 @@ def test_cli_reports_missing_weights_in_one_line(tiny_tokenizer_dir, image_dir, 
     err = capsys.readouterr().err
     assert code == 2 and "missing.pth" in err and "pt_inception-2015-12-05-6726825d.pth" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# ---- the batch rule: an image that cannot be read is skipped, recorded and named at the end ----------------------
+_METRICS = ("rfid", "psnr", "ssim", "psnr_exact", "ssim_exact", "lpips_alex", "lpips_vgg")
+_CORRUPT = b"\x89PNG\r\n\x1a\n" + b"garbage" * 50
+
+
+@pytest.fixture
+def with_corrupt(image_dir, tmp_path) -> Path:
+    """The three images of ``result`` with a corrupt PNG at position 1 (before img1: the batches of 2 change)."""
+    root = tmp_path / "val"
+    for name in ("n0001/img0.png", "n0001/img1.png", "n0002/img3.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes((image_dir / name).read_bytes())
+    (root / "n0001" / "img0_corrupt.png").write_bytes(_CORRUPT)
+    return root
+
+
+def test_an_unreadable_image_is_left_out_of_every_metric(cfg, result, reconstruction_nets, with_corrupt, tmp_path):
+    r = evaluate_tokenizer(replace(cfg, data=str(with_corrupt), max_images=None, output=str(tmp_path / "o")),
+                           nets=reconstruction_nets)
+    for name in _METRICS:  # the numbers of the list without it: batches of 2 are (img0, img1), (img3)
+        assert getattr(r, name) == pytest.approx(getattr(result, name), rel=1e-12), name
+    assert r.used_codes == result.used_codes and r.num_images == 3
+    [(name, reason)] = r.unreadable
+    assert name == "n0001/img0_corrupt.png" and re.fullmatch(r"cannot read the image \(.+\); is it a complete image "
+                                                             r"file\?", reason)
+    saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert saved["unreadable"] == [[name, reason]] and saved["num_images"] == 3 and saved["protocol"]["images"] == 4
+    assert saved["protocol"]["unreadable"].startswith("1 of 4 listed images could not be read")
+    assert "| images | 3 of 4 | 1 could not be read" in (tmp_path / "o" / "metrics.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "o" / "per_image.csv").open()))
+    assert [(r["position"], r["file"]) for r in rows] == [("0", "n0001/img0.png"), ("2", "n0001/img1.png"),
+                                                          ("3", "n0002/img3.png")]
+
+
+def test_strict_stops_at_the_unreadable_image(cfg, reconstruction_nets, with_corrupt, tmp_path):
+    tok = FailingAt(ImageTokenizer.from_pretrained(cfg.checkpoint).eval(), fail_at=None)
+    scfg = replace(cfg, data=str(with_corrupt), max_images=None, output=str(tmp_path), strict=True)
+    with pytest.raises(ValueError) as info:
+        evaluate_tokenizer(scfg, model=tok, nets=reconstruction_nets)
+    assert re.fullmatch(rf"{re.escape(str(with_corrupt))}/n0001/img0_corrupt.png: cannot read the image \(.+\); is "
+                        r"it a complete image file\?", str(info.value))
+    assert tok.calls == 1 and not (tmp_path / "metrics.json").exists()  # img0, then stopped at position 1
+
+
+def test_a_run_resumed_after_a_skip_gives_the_uninterrupted_numbers(cfg, result, reconstruction_nets, with_corrupt,
+                                                                     tmp_path, photo):
+    tok = ImageTokenizer.from_pretrained(cfg.checkpoint).eval()
+    rcfg = replace(cfg, data=str(with_corrupt), max_images=None, output=str(tmp_path), save_every=1, restart=False)
+    with pytest.raises(KeyboardInterrupt):  # img0 evaluated, the corrupt one skipped (a state after each), dies at img1
+        evaluate_tokenizer(rcfg, model=FailingAt(tok, fail_at=2), nets=reconstruction_nets)
+    state = torch.load(tmp_path / "state" / "rank0-of-1.pt", weights_only=True)
+    assert state["done"] == 2 and [p for p, _ in state["unreadable"]] == [1]
+    resumed = FailingAt(tok, fail_at=None)
+    again = evaluate_tokenizer(rcfg, model=resumed, nets=reconstruction_nets)
+    assert resumed.calls == 2  # img1 and img3; the corrupt file was tried again and is still unreadable
+    for name in _METRICS:
+        assert getattr(again, name) == pytest.approx(getattr(result, name), rel=1e-12), name
+    assert again.num_images == 3 and [n for n, _ in again.unreadable] == ["n0001/img0_corrupt.png"]
+
+    Image.fromarray(photo("chelsea")[:131, :171]).save(with_corrupt / "n0001" / "img0_corrupt.png")  # fixed
+    fixed = FailingAt(tok, fail_at=None)
+    done = evaluate_tokenizer(rcfg, model=fixed, nets=reconstruction_nets)
+    fresh = evaluate_tokenizer(replace(rcfg, output=str(tmp_path / "fresh")), model=tok, nets=reconstruction_nets)
+    assert fixed.calls == 1 and done.unreadable == [] and done.num_images == 4  # only the fixed image was run
+    for name in _METRICS:
+        assert getattr(done, name) == pytest.approx(getattr(fresh, name), rel=1e-9), name
+
+
+def test_cli_skips_an_unreadable_image_names_it_and_exits_2(cfg, with_corrupt, tmp_path, capsys):
+    from open_magvit2.cli import main
+
+    argv = ["evaluate-tokenizer", "-c", cfg.checkpoint, "--data", str(with_corrupt), "--size", "32", "--batch-size",
+            "2", "--workers", "2", "--no-progress", "--no-lpips", "--device", "cpu",
+            "--inception-weights", cfg.inception_weights]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 2  # read by DataLoader workers: no worker traceback
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err
+    assert re.fullmatch(r"open-magvit2 evaluate-tokenizer: error: 1 of 4 images could not be read: "
+                        r"n0001/img0_corrupt.png \(cannot read the image \(.+\); is it a complete image file\?\)",
+                        err.strip())
+    assert "the metrics cover 3 of 4 images" in out
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())  # written for the readable images
+    assert saved["num_images"] == 3 and [n for n, _ in saved["unreadable"]] == ["n0001/img0_corrupt.png"]
+
+    assert main([*argv, "-o", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"open-magvit2 evaluate-tokenizer: error: .*/n0001/img0_corrupt.png: cannot read the image "
+                        r"\(.+\); is it a complete image file\?", err)
+    assert not (tmp_path / "strict").exists()  # stopped before any state or report: nothing left

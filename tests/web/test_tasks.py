@@ -58,8 +58,15 @@ def test_none_leaves_a_model_out_and_a_wrong_kind_names_the_flag(standin_models,
     assert resolve(None, "image_tokenizer") is None  # the default: no bundled demo model, no tab
     with pytest.raises(FileNotFoundError, match="bundled demo image_tokenizer is missing"):
         resolve("demo", "image_tokenizer")  # asked for by name: an error
-    with pytest.raises(ValueError, match="no model to serve"):
+    with pytest.raises(ValueError, match=r"^no model to serve: the bundled demo models are missing from this "
+                       r"installation; pass a checkpoint to --tokenizer or --video-tokenizer or --generator$"):
         load_models(None, None, None, "cpu")
+    with pytest.raises(ValueError, match=r"^no model to serve: the bundled demo models are missing from this "
+                       r"installation and --generator is 'none'; pass a checkpoint to --tokenizer or "
+                       r"--video-tokenizer$"):
+        load_models(None, None, "none", "cpu")
+    with pytest.raises(ValueError, match=r"are all 'none'; name at least one model \(a checkpoint, or demo\)$"):
+        load_models("none", "none", "none", "cpu")
 
 
 def test_demo_root_is_where_the_defaults_come_from(standin_models, monkeypatch):

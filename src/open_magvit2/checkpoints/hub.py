@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from open_magvit2.checkpoints.official import damaged_file, first_sentence
 from open_magvit2.fileio import atomic_write
 
 # what a checkpoint may hold: the ``model_type`` every checkpoint records (``registry.py`` maps each to its class)
@@ -59,7 +61,11 @@ def save_pretrained_dir(
 def load_pretrained_dir(directory: str | Path) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
     """Read a ``save_pretrained`` directory → (model_type, config dict, state dict)."""
     model_type, config = read_pretrained_config(directory)
-    return model_type, config, load_file(str(Path(directory) / WEIGHTS_NAME))
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        return model_type, config, load_file(str(path))
+    except SafetensorError as e:  # a short or damaged file: its header does not describe its bytes
+        raise damaged_file(path, f"safetensors: {first_sentence(e)}") from None
 
 
 def read_pretrained_config(directory: str | Path) -> tuple[str, dict[str, Any]]:
@@ -236,7 +242,8 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, name: str, url:
     except LocalEntryNotFoundError:
         raise offline from None
     except Exception as e:  # HTTP errors, gated or missing repos, bad revisions: one line, what the hub said
-        raise FileNotFoundError(f"{name}: the Hugging Face hub could not provide {url} ({_first_line(e)})") from None
+        raise FileNotFoundError(f"{name}: the Hugging Face hub could not provide {url} ({type(e).__name__}: "
+                                f"{first_sentence(e)})") from None
 
 
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
@@ -255,9 +262,4 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
         ) from None
     except Exception as e:
         raise FileNotFoundError(f"{repo_id}: not a local path, and the Hugging Face hub could not provide it "
-                                f"({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160] if text else ''}"
+                                f"({type(e).__name__}: {first_sentence(e)})") from None

@@ -96,8 +96,8 @@ WEIGHTS = ("ema", "raw")
 def check_weights(weights: object) -> None:
     """``ValueError`` unless ``weights`` names one set of weights of an official tokenizer file: ema or raw."""
     if not isinstance(weights, str) or weights not in WEIGHTS:
-        raise ValueError(f"weights must be 'ema' (the EMA weights, as every official number) or 'raw' (the trained "
-                         f"ones), got {weights!r}")
+        raise ValueError(f"weights must be 'ema' or 'raw' (the averaged weights every official number uses, or the "
+                         f"trained ones), got {weights!r}")
 
 
 def tokenizer_weights(state_dict: Mapping[str, Tensor], weights: str = "ema", prefix: str = "") -> dict[str, Tensor]:

@@ -239,10 +239,6 @@ class Unreadable:
             raise ValueError(reason if prefix else f"{name}: {reason}")
         self.failed.append((name, " ".join(reason[len(prefix) :].split())))
 
-    @property
-    def names(self) -> set[str]:
-        return {name for name, _ in self.failed}
-
     def check(self) -> None:
         """``ValueError`` listing the skipped files, if any (the error boundary prints it and exits 2)."""
         if not self.failed:

@@ -11,7 +11,15 @@ import json
 import os
 from pathlib import Path
 
-from open_magvit2.cli.common import CHECKPOINT_HELP, add_device_arg, default_to_demo, output_dir, positive_int
+from open_magvit2.cli.common import (
+    CHECKPOINT_HELP,
+    Unreadable,
+    add_device_arg,
+    add_strict_arg,
+    default_to_demo,
+    output_dir,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "order) with the official preprocessing and metrics (rFID against the same preprocessed real images, "
         "PSNR/SSIM with the official uint8 arithmetic plus an exact variant, LPIPS alex/vgg, codebook usage). "
         "Runs under torchrun, resumes from OUTPUT/state, writes OUTPUT/metrics.json, metrics.md, per_image.csv, "
-        "code_usage.png and worst_psnr.png.",
+        "code_usage.png and worst_psnr.png. An image that cannot be read is left out of the metrics, listed in "
+        "metrics.json and named at the end (exit 2); a resumed run tries it again.",
     )
     p.add_argument("--checkpoint", "-c", default=None, help=f"{CHECKPOINT_HELP} (default: the bundled demo model)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
@@ -45,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="ignore an existing resume state in OUTPUT/state")
     _add_backbone_args(p, inception=True, i3d=False)
     _add_run_args(p)
+    add_strict_arg(p)
     p.set_defaults(func=run_evaluate_tokenizer)
 
     p = sub.add_parser(
@@ -68,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate the centre window of every video of a fixed, sorted clip list: a sub-folder of "
         "--data (--split, default train as the official code), video files, folders and globs, or a split file "
         "(--split-list, e.g. UCF-101 testlist01.txt). Deterministic: centre crop, no random duplicate padding (see "
-        "docs/evaluation.md). Runs under torchrun and resumes from OUTPUT/state.",
+        "docs/evaluation.md). Runs under torchrun and resumes from OUTPUT/state. A video that cannot be read is left "
+        "out of the metrics, listed in metrics.json and named at the end (exit 2).",
     )
     p.add_argument("--checkpoint", "-c", default=None, help=f"{CHECKPOINT_HELP} (default: the bundled demo model)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="official .ckpt weights (default: ema)")
@@ -87,6 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="ignore an existing resume state in OUTPUT/state")
     _add_backbone_args(p, inception=False, i3d=True)
     _add_run_args(p)
+    add_strict_arg(p)
     p.set_defaults(func=run_evaluate_video)
 
 
@@ -110,10 +122,20 @@ def _add_run_args(p: argparse.ArgumentParser, output_required: bool = True) -> N
 
 
 def _print(result: object, output: str | None) -> None:
-    d = {k: v for k, v in result.to_dict().items() if k not in ("protocol", "skipped")}
+    d = {k: v for k, v in result.to_dict().items() if k not in ("protocol", "skipped", "unreadable")}
     print(json.dumps(d, indent=2))
     if output:
         print(f"report: {Path(output) / 'metrics.md'}")
+
+
+def _check_unreadable(unreadable: list[tuple[str, str]], evaluated: int, what: str) -> None:
+    """The batch rule's last step: the metrics (written) cover ``evaluated`` files; name the others, exit 2."""
+    check = Unreadable(evaluated + len(unreadable), what)
+    for name, reason in unreadable:
+        check.skip(name, reason)
+    if unreadable:
+        print(f"the metrics cover {evaluated} of {check.total} {what}")
+    check.check()
 
 
 def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
@@ -132,11 +154,12 @@ def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
         inception_weights=args.inception_weights, lpips_alex_weights=args.lpips_alex_weights,
         lpips_vgg_weights=args.lpips_vgg_weights, lpips=not args.no_lpips, device=args.device,
         num_workers=args.workers, metric_workers=workers, save_every=args.save_every, restart=args.restart,
-        progress=not args.no_progress,
+        progress=not args.no_progress, strict=args.strict,
     )
     result = evaluate_tokenizer(cfg)
     if result is not None:  # rank 0
         _print(result, args.output)
+        _check_unreadable(result.unreadable, result.num_images, "images")
     return 0
 
 
@@ -164,7 +187,7 @@ def run_evaluate_video(args: argparse.Namespace) -> int:
         weights=args.weights, i3d_weights=args.i3d_weights, lpips_alex_weights=args.lpips_alex_weights,
         lpips_vgg_weights=args.lpips_vgg_weights, lpips=not args.no_lpips, batch_size=args.batch_size,
         device=args.device, num_workers=args.workers, save_every=args.save_every, restart=args.restart,
-        progress=not args.no_progress,
+        progress=not args.no_progress, strict=args.strict,
     )
     result = evaluate_video(cfg)
     if result is None:  # not rank 0
@@ -172,4 +195,5 @@ def run_evaluate_video(args: argparse.Namespace) -> int:
     _print(result, args.output)
     if result.skipped:
         print(f"skipped {len(result.skipped)} videos shorter than {args.num_frames} frames (listed in metrics.json)")
+    _check_unreadable(result.unreadable, result.num_clips + len(result.skipped), "videos")
     return 0

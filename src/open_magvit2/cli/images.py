@@ -114,7 +114,7 @@ def image_batches(
 ) -> Iterator[tuple[list[int], Tensor, list[Box | None]]]:
     """(positions, images (B, 3, H, W) in [−1, 1], boxes) with at most ``--batch-size`` images of one shape each,
     decoded by ``--workers`` processes. A file that cannot be read goes to ``unreadable`` (the batch rule: skipped
-    and reported at the end, or with ``--strict`` the end of the run)."""
+    and reported at the end, or with ``--strict`` where the run stops)."""
     loader = DataLoader(_Images(files, size, factor), batch_size=args.batch_size, num_workers=max(0, args.workers),
                         collate_fn=list)
     for batch in progress(loader, len(loader), desc, enabled=not args.no_progress, unit="batch"):

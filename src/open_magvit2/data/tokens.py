@@ -38,11 +38,11 @@ from torch.utils.data import Dataset
 from open_magvit2.data.sampler import AUGMENT, check_split, sample_rng
 from open_magvit2.data.stream import BatchStream, IndexedSource, Sample
 from open_magvit2.fileio import atomic_write
+from open_magvit2.generator.api import CLASSES_NAME
 
 FORMAT = "open-magvit2-tokens"
 VERSION = 1
 INDEX_NAME = "index.json"
-CLASSES_NAME = "classes.json"
 TOKENIZER_DIR = "tokenizer"
 
 

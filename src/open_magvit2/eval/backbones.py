@@ -162,29 +162,38 @@ def _random_like(sd: dict[str, Tensor], zero_prefixes: tuple[str, ...] = ()) -> 
     return out
 
 
-def write_random_backbones(directory: str | Path, seed: int = 0) -> dict[str, Path]:
+def write_random_backbones(directory: str | Path, seed: int = 0,
+                           only: tuple[str, ...] = ("inception", "alex", "vgg", "i3d")) -> dict[str, Path]:
     """Write randomly initialised weights under the official file names (keys and shapes exact) into
     ``directory``: a stand-in for the hub cache in tests and benchmarks. Returns {"inception", "alex", "vgg",
-    "i3d"} → path. Classifier layers that LPIPS never uses are stored as expanded zeros, so the files stay small."""
+    "i3d"} → path, or the networks named in ``only``. Classifier layers that LPIPS never uses are stored as
+    expanded zeros, so the files stay small."""
     import torchvision
 
     from open_magvit2.eval.i3d import InceptionI3d
 
+    build = {
+        "inception": lambda: torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
+                                                             num_classes=1008),
+        "alex": lambda: torchvision.models.alexnet(weights=None),
+        "vgg": lambda: torchvision.models.vgg16(weights=None),
+        "i3d": lambda: InceptionI3d(num_classes=400),
+    }
+    if not only or set(only) - set(build):
+        raise ValueError(f"only must name some of {sorted(build)}, got {only!r}")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        shapes = {
-            "inception": torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
-                                                         num_classes=1008).state_dict(),
-            "alex": torchvision.models.alexnet(weights=None).state_dict(),
-            "vgg": torchvision.models.vgg16(weights=None).state_dict(),
-            "i3d": InceptionI3d(num_classes=400).state_dict(),
-        }
     files = {"inception": INCEPTION_TORCH_FIDELITY, "alex": ALEXNET, "vgg": VGG16, "i3d": I3D_400}
     out = {}
     with _seeded(seed):
-        for name, sd in shapes.items():
-            out[name] = d / files[name].filename
-            torch.save(_random_like(sd, ("classifier",) if name in ("alex", "vgg") else ()), out[name])
+        for name, make in build.items():  # in this order, so a network's weights do not depend on ``only``
+            if len(out) == len(set(only)):
+                break
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sd = make().state_dict()
+            weights = _random_like(sd, ("classifier",) if name in ("alex", "vgg") else ())
+            if name in only:
+                out[name] = d / files[name].filename
+                torch.save(weights, out[name])
     return out

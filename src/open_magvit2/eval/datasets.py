@@ -3,6 +3,10 @@
 Order is what makes an evaluation reproducible and resumable: files are sorted by relative path (the official
 ImageNet ``filelist.txt`` order, docs/design.md O-45), a subset is an evenly spaced selection of that list, and a
 rank of a distributed run takes every ``world``-th position (:func:`shard`), so no image is seen twice or skipped.
+
+A file that cannot be read comes back from the datasets here as its message, not as an exception (which a
+DataLoader worker would hand on wrapped in its traceback): the evaluation loops skip it, record its position
+(resume states, reports) and leave it out of the metrics, or stop at it under ``strict`` (README, "Batch jobs").
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -25,7 +29,6 @@ from open_magvit2.fileio import find_files, read_npy_header
 from open_magvit2.imaging import load_image, shorter_side_size
 
 T = TypeVar("T")
-
 
 
 def list_files(root: str | Path, suffixes: tuple[str, ...], what: str) -> list[str]:
@@ -60,8 +63,8 @@ def shard(n: int, rank: int, world: int) -> list[int]:
 
 
 class ImageFiles(Dataset):
-    """(position, image (3, H, W) in [−1, 1]) with the official preprocessing (:func:`~open_magvit2.imaging.
-    load_image`) for the given positions of a list of image paths."""
+    """(position, image (3, H, W) in [−1, 1] or None, "" or why it cannot be read) with the official
+    preprocessing (:func:`~open_magvit2.imaging.load_image`) for the given positions of a list of image paths."""
 
     def __init__(self, paths: list[Path], positions: list[int], size: int | None) -> None:
         self.paths, self.positions, self.size = paths, positions, size
@@ -69,9 +72,46 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor]:
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str]:
         pos = self.positions[i]
-        return pos, load_image(self.paths[pos], self.size)[0]
+        try:
+            return pos, load_image(self.paths[pos], self.size)[0], ""
+        except (ValueError, OSError) as e:  # returned, not raised: see the module docstring
+            return pos, None, str(e) or type(e).__name__
+
+
+class ReadBatch(NamedTuple):
+    """A DataLoader batch of (position, tensor or None, error) items, split by :func:`collate_read`."""
+
+    positions: list[int]  # the items with a tensor, in order
+    data: Tensor | None  # their tensors, stacked; None when there is none
+    empty: list[int]  # read, but nothing to evaluate (a video shorter than the clip)
+    unreadable: list[tuple[int, str]]  # (position, why it cannot be read)
+
+
+def collate_read(items: list[tuple[int, Tensor | None, str]]) -> ReadBatch:
+    good = [(p, x) for p, x, err in items if x is not None]
+    return ReadBatch([p for p, _ in good], torch.stack([x for _, x in good]) if good else None,
+                     [p for p, x, err in items if x is None and not err], [(p, err) for p, _, err in items if err])
+
+
+def unreadable_reason(reason: str, path: str | Path) -> str:
+    """What a report records of a file that cannot be read: the reader's message without the path it starts with."""
+    return reason.removeprefix(f"{path}: ")
+
+
+def strict_stop(name: str, reason: str, path: str | Path) -> ValueError:
+    """The one line a ``strict`` evaluation stops with at a file that cannot be read: the reader's message, which
+    names the file (prefixed with its name where it does not)."""
+    return ValueError(reason if str(path) in reason else f"{name}: {reason}")
+
+
+def too_few_readable(what: str, read: int, total: int, unreadable: list[tuple[str, str]], need: str) -> ValueError:
+    """``ValueError`` for an evaluation left with too few files to compute its metric once the unreadable ones are
+    skipped: how many were read and the first few that were not, with why."""
+    listed = ", ".join(f"{name} ({reason})" for name, reason in unreadable[:3])
+    more = f", and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    return ValueError(f"{need}; only {read} of {total} {what} could be read (not: {listed}{more})")
 
 
 # ---- ADM .npz sample files ---------------------------------------------------------------------------------------

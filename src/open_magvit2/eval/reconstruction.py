@@ -10,6 +10,10 @@ tokenizer's factor and crops both images back before the metrics, batch 1.
 Runs distributed under torchrun (each rank a strided shard, sums all-reduced) and resumes from the periodic
 state files in ``<output>/state``. Rank 0 writes ``metrics.json``, ``metrics.md``, ``per_image.csv``,
 ``code_usage.png`` and ``worst_psnr.png``.
+
+An image that cannot be read is skipped (README, "Batch jobs"; ``strict``: the run stops at it): the metrics are
+those of the readable images, exactly as if the others were not in the list, and ``unreadable`` names the
+others. A resumed run tries them again, so fixing a file and rerunning completes the evaluation.
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import load_inception
-from open_magvit2.eval.datasets import ImageFiles, list_digest, shard, subset
+from open_magvit2.eval.datasets import (
+    ImageFiles,
+    collate_read,
+    list_digest,
+    shard,
+    strict_stop,
+    subset,
+    too_few_readable,
+    unreadable_reason,
+)
 from open_magvit2.eval.runtime import load_state, reduce_moments, save_state
 from open_magvit2.eval.runtime import state_path as _state_path
 from open_magvit2.fileio import InputFile, find_files
@@ -69,6 +82,7 @@ class TokenizerEvalConfig:
     restart: bool = False
     worst_k: int = 16
     progress: bool = True
+    strict: bool = False  # stop at the first image that cannot be read (default: skip it, list it in the result)
 
 
 @dataclass
@@ -84,9 +98,10 @@ class TokenizerEvalResult(report.Result):
     used_codes: int
     codebook_size: int
     code_entropy_bits: float
-    num_images: int
+    num_images: int  # the images evaluated: those of the list that could be read
     images_per_second: float
     protocol: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of the images left out
 
 
 class _Accumulator:
@@ -97,7 +112,8 @@ class _Accumulator:
         self.usage = M.CodebookUsage(bits, device)
         self.cols: dict[str, list[float]] = {c: [] for c in (*_COLUMNS, "ssim_position", "ssim")}
         self.worst: list[tuple[float, int, Tensor, Tensor]] = []
-        self.worst_k, self.done, self.elapsed = worst_k, 0, 0.0
+        self.worst_k, self.done, self.elapsed = worst_k, 0, 0.0  # done: positions of the shard handed out
+        self.unreadable: dict[int, str] = {}  # position → why it could not be read (tried again on resume)
         self.pending: list[tuple[list[int], Future]] = []
         self.session_images, self.session_seconds = 0, 0.0  # this process's share of the work done now
 
@@ -122,6 +138,7 @@ class _Accumulator:
             "real": self.real.state_dict(), "rec": self.rec.state_dict(), "usage": self.usage.counts.cpu(),
             "cols": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.cols.items()},
             "worst": [[w[0], w[1], w[2], w[3]] for w in self.worst], "done": self.done, "elapsed": self.elapsed,
+            "unreadable": [[p, r] for p, r in sorted(self.unreadable.items())],
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -131,6 +148,7 @@ class _Accumulator:
         self.cols = {k: v.tolist() for k, v in s["cols"].items()}
         self.worst = [(float(w[0]), int(w[1]), w[2], w[3]) for w in s["worst"]]
         self.done, self.elapsed = int(s["done"]), float(s["elapsed"])
+        self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # states of 0.x skipped nothing
 
 
 def _thumb(im: np.ndarray, side: int = 256) -> Tensor:
@@ -234,21 +252,33 @@ def _evaluate(cfg: TokenizerEvalConfig, model: nn.Module | None, nets: Reconstru
 def _run(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets, acc: _Accumulator,
          files: list[InputFile], positions: list[int], ctx: DistContext, spath: Path, fingerprint: dict) -> None:
     device = ctx.device
-    todo = positions[acc.done :]
+    retried = set(acc.unreadable)  # unreadable in an earlier session: fixed since, perhaps
+    todo = sorted(retried) + positions[acc.done :]
     bs = 1 if cfg.original_resolution else cfg.batch_size
     loader = DataLoader(ImageFiles([f.path for f in files], todo, None if cfg.original_resolution else cfg.size),
-                        batch_size=bs, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                        batch_size=bs, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        collate_fn=collate_read)
     # fork is cheap but unsafe once CUDA is initialised; spawned workers re-import the package (a few seconds)
     fork = sys.platform == "linux" and not torch.cuda.is_initialized()
     pool = (ProcessPoolExecutor(cfg.metric_workers, mp_context=get_context("fork" if fork else "spawn"))
             if cfg.metric_workers > 0 else None)
-    acc.session_images, since_save, t0 = len(todo), 0, time.perf_counter()
+    acc.session_images, since_save, t0 = 0, 0, time.perf_counter()
     bar = progress(loader, len(loader), "evaluate-tokenizer", enabled=cfg.progress and ctx.is_main, unit="batch")
     try:
-        for pos, x in bar:
-            _evaluate_batch(model, nets, acc, pos.tolist(), x.to(device, non_blocking=True), cfg, pool)
-            acc.done += len(pos)
-            since_save += len(pos)
+        for batch in bar:
+            for pos, reason in batch.unreadable:  # the batch rule: skip it and record it, or stop (strict)
+                if cfg.strict:
+                    raise strict_stop(files[pos].name, reason, files[pos].path)
+                acc.unreadable[pos] = unreadable_reason(reason, files[pos].path)
+            if batch.positions:
+                _evaluate_batch(model, nets, acc, batch.positions, batch.data.to(device, non_blocking=True), cfg,
+                                pool)
+            for pos in batch.positions:
+                acc.unreadable.pop(pos, None)  # read at last
+            seen = [*batch.positions, *(p for p, _ in batch.unreadable)]
+            acc.done += sum(p not in retried for p in seen)  # retried positions were handed out before
+            acc.session_images += len(batch.positions)
+            since_save += len(seen)
             if since_save >= cfg.save_every:
                 acc.elapsed += time.perf_counter() - t0
                 t0, since_save = time.perf_counter(), 0
@@ -269,32 +299,45 @@ def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets
     reduce_moments(acc.real, ctx)
     reduce_moments(acc.rec, ctx)
     all_reduce_sum(acc.usage.counts, ctx)
-    gathered = gather_to_main((acc.cols, acc.worst, acc.session_images, acc.session_seconds), ctx)
+    gathered = gather_to_main((acc.cols, acc.worst, acc.session_images, acc.session_seconds, acc.unreadable), ctx)
     if not ctx.is_main:
         return None
+    skipped = {p: r for g in gathered for p, r in g[4].items()}
+    unreadable = [(files[p], skipped[p]) for p in sorted(skipped)]
     cols = {k: np.concatenate([np.asarray(g[0][k], dtype=np.float64) for g in gathered]) for k in acc.cols}
     order, sorder = np.argsort(cols["position"]), np.argsort(cols["ssim_position"])
     ssim_pos = cols["ssim_position"][sorder].astype(np.int64)
     cols = {**{k: cols[k][order] for k in _COLUMNS}, "ssim": cols["ssim"][sorder]}
     pos = cols["position"].astype(np.int64)
-    if not (np.array_equal(pos, np.arange(len(files))) and np.array_equal(ssim_pos, pos)):
-        raise RuntimeError(f"evaluated {len(pos)} images for a list of {len(files)}: shards overlap or are missing")
+    covered = np.sort(np.concatenate([pos, np.fromiter(skipped, np.int64, len(skipped))]))
+    if not (np.array_equal(covered, np.arange(len(files))) and np.array_equal(ssim_pos, pos)):
+        raise RuntimeError(f"evaluated {len(pos)} and skipped {len(skipped)} images for a list of {len(files)}: "
+                           "shards overlap or are missing")
+    if len(pos) < 2 and unreadable:
+        raise too_few_readable("images", len(pos), len(files), unreadable, "rFID needs at least 2 images")
     worst = sorted((w for g in gathered for w in g[1]), key=lambda w: (w[0], w[1]))[: cfg.worst_k]
     seconds = max(g[3] for g in gathered)
     new_images = sum(g[2] for g in gathered)
     group = 1 if cfg.original_resolution else cfg.protocol_batch_size
+    batches = np.arange(len(pos))  # evaluation order among the readable images: the batches the list without the
+    # unreadable ones would give (= pos when every image could be read)
     lp_a, lp_v = (float(np.mean(cols[c])) if cfg.lpips else None for c in ("lpips_alex", "lpips_vgg"))
     rfid, fid_method = M.frechet_from_moments(acc.real, acc.rec, eps=1e-6)
     result = TokenizerEvalResult(
         rfid=rfid,
-        psnr=M.mean_of_group_means(cols["psnr"], pos, group), ssim=M.mean_of_group_means(cols["ssim"], pos, group),
+        psnr=M.mean_of_group_means(cols["psnr"], batches, group),
+        ssim=M.mean_of_group_means(cols["ssim"], batches, group),
         psnr_exact=float(np.mean(cols["psnr_exact"])), ssim_exact=float(np.mean(cols["ssim_exact"])),
         lpips_alex=lp_a, lpips_vgg=lp_v, codebook_usage=acc.usage.usage, used_codes=acc.usage.used,
-        codebook_size=acc.usage.counts.numel(), code_entropy_bits=acc.usage.entropy_bits(), num_images=len(files),
+        codebook_size=acc.usage.counts.numel(), code_entropy_bits=acc.usage.entropy_bits(), num_images=len(pos),
         images_per_second=new_images / seconds if new_images and seconds > 0 else float("nan"),
-        protocol=_protocol(cfg, model, nets, files, ctx, group),
+        protocol=_protocol(cfg, model, nets, files, ctx, group), unreadable=unreadable,
     )
     result.protocol["fid_method"] = fid_method
+    if unreadable:
+        result.protocol["unreadable"] = (f"{len(unreadable)} of {len(files)} listed images could not be read and are "
+                                         f"in no metric; every metric covers the other {len(pos)} (metrics.json: "
+                                         "unreadable)")
     _write_outputs(cfg, result, cols, files, worst, acc.usage.counts.cpu().numpy())
     return result
 
@@ -347,12 +390,14 @@ def _write_outputs(cfg: TokenizerEvalConfig, r: TokenizerEvalResult, cols: dict[
         ("LPIPS alex", f(r.lpips_alex), "lpips 0.1"), ("LPIPS vgg", f(r.lpips_vgg), "lpips 0.1"),
         ("codebook usage", f"{100 * r.codebook_usage:.2f}% ({r.used_codes}/{r.codebook_size})", "bincount"),
         ("code entropy", f"{r.code_entropy_bits:.3f} bits", f"max {np.log2(r.codebook_size):.0f}"),
-        ("images", str(r.num_images), ""), ("images/s", f(r.images_per_second, 2), "this session, all ranks"),
+        ("images", f"{r.num_images} of {len(files)}",
+         f"{len(r.unreadable)} could not be read (metrics.json: unreadable)" if r.unreadable else "all listed"),
+        ("images/s", f(r.images_per_second, 2), "this session, all ranks"),
     ]
     report.write_markdown(out / "metrics.md", report.markdown_table("Tokenizer reconstruction", rows, r.protocol))
     lines = ["position,file," + ",".join(c for c in (*_COLUMNS[1:], "ssim"))]
-    for i, name in enumerate(files):
-        lines.append(f"{i},{name}," + ",".join(f"{cols[c][i]:.6f}" for c in (*_COLUMNS[1:], "ssim")))
+    for i, p in enumerate(cols["position"].astype(np.int64)):  # the images read, in list order
+        lines.append(f"{p},{files[p]}," + ",".join(f"{cols[c][i]:.6f}" for c in (*_COLUMNS[1:], "ssim")))
     report.write_markdown(out / "per_image.csv", "\n".join(lines) + "\n")
     report.usage_histogram_png(out / "code_usage.png", counts,
                                f"codebook usage {100 * r.codebook_usage:.2f}% ({r.used_codes}/{r.codebook_size} codes)")

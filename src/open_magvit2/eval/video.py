@@ -12,6 +12,10 @@ LPIPS (alex, vgg) on every frame in [−1, 1], averaged over videos × frames.
 
 Runs under torchrun like ``evaluate-tokenizer`` (each rank a strided shard of the clip list, per-clip records
 gathered to rank 0) and resumes from the periodic per-rank states in ``<output>/state``.
+
+A video shorter than the clip is listed in ``skipped`` (the official loader cannot use it either). A video that
+cannot be read is skipped by the batch rule (README, "Batch jobs"; ``strict``: the run stops at it) and listed in
+``unreadable``; the metrics are those of the other clips, and a resumed run tries it again.
 """
 
 from __future__ import annotations
@@ -31,7 +35,18 @@ from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import load_i3d
-from open_magvit2.eval.datasets import list_digest, load_clip, read_split_list, shard, subset
+from open_magvit2.eval.datasets import (
+    ReadBatch,
+    collate_read,
+    list_digest,
+    load_clip,
+    read_split_list,
+    shard,
+    strict_stop,
+    subset,
+    too_few_readable,
+    unreadable_reason,
+)
 from open_magvit2.eval.runtime import load_state, save_state, state_path
 from open_magvit2.fileio import find_files
 from open_magvit2.imaging import to_uint8_tensor
@@ -61,6 +76,7 @@ class VideoEvalConfig:
     save_every: int = 500  # clips per rank between resume states
     restart: bool = False
     progress: bool = True
+    strict: bool = False  # stop at the first video that cannot be read (default: skip it, list it in the result)
 
 
 @dataclass
@@ -71,10 +87,11 @@ class VideoEvalResult(report.Result):
     codebook_usage: float
     used_codes: int
     codebook_size: int
-    num_clips: int
-    skipped: list[str]
+    num_clips: int  # the clips evaluated
+    skipped: list[str]  # videos shorter than the clip
     clips_per_second: float
     protocol: dict[str, Any] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why) of the videos that cannot be read
 
 
 @dataclass
@@ -91,7 +108,8 @@ class VideoNets:
 
 
 class _Clips(Dataset):
-    """(position, uint8 clip (3, T, size, size) or zeros, whether the video was long enough)."""
+    """(position, uint8 clip (3, T, size, size) or None when the video is too short, "" or why it cannot be read):
+    errors come back as values, as from :class:`~open_magvit2.eval.datasets.ImageFiles`."""
 
     def __init__(self, paths: list[Path], positions: list[int], frames: int, size: int) -> None:
         self.paths, self.positions, self.frames, self.size = paths, positions, frames, size
@@ -99,11 +117,12 @@ class _Clips(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor, bool]:
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str]:
         pos = self.positions[i]
-        clip = load_clip(self.paths[pos], self.frames, self.size)
-        ok = clip is not None
-        return pos, clip if ok else torch.zeros(3, self.frames, self.size, self.size, dtype=torch.uint8), ok
+        try:
+            return pos, load_clip(self.paths[pos], self.frames, self.size), ""
+        except (ValueError, OSError) as e:
+            return pos, None, str(e) or type(e).__name__
 
 
 def clip_list(cfg: VideoEvalConfig) -> tuple[list[Path], list[str]]:
@@ -143,7 +162,8 @@ def _frames(v: Tensor) -> Tensor:
 
 class _Records:
     """One rank's per-clip results (position, I3D logits of real and reconstructed clip, per-frame LPIPS), the
-    skipped positions and the code counts: what a resume state holds."""
+    positions of the videos too short and of those that cannot be read (with why), and the code counts: what a
+    resume state holds."""
 
     def __init__(self, bits: int, device: torch.device) -> None:
         self.pos: list[int] = []
@@ -152,30 +172,32 @@ class _Records:
         self.lp_a: list[Tensor] = []
         self.lp_v: list[Tensor] = []
         self.skipped: list[int] = []
+        self.unreadable: dict[int, str] = {}  # position → why it could not be read (tried again on resume)
         self.usage = M.CodebookUsage(bits, device)
-        self.done, self.elapsed = 0, 0.0
+        self.done, self.elapsed = 0, 0.0  # done: positions of the shard handed out
 
     def state_dict(self) -> dict:
         keys = ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed")
-        return {**{k: getattr(self, k) for k in keys}, "usage": self.usage.counts.cpu()}
+        return {**{k: getattr(self, k) for k in keys}, "usage": self.usage.counts.cpu(),
+                "unreadable": [[p, r] for p, r in sorted(self.unreadable.items())]}
 
     def load_state_dict(self, s: dict) -> None:
         for k in ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed"):
             setattr(self, k, s[k])
+        self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # states of 0.x skipped nothing
         self.usage.counts = s["usage"].to(self.usage.counts.device)
 
 
 @torch.inference_mode()
-def _evaluate_batch(model: nn.Module, nets: VideoNets, rec: _Records, pos: Tensor, clips: Tensor, ok: Tensor,
-                    device: torch.device) -> None:
-    rec.skipped += pos[~ok].tolist()
-    if not ok.any():
+def _evaluate_batch(model: nn.Module, nets: VideoNets, rec: _Records, batch: ReadBatch, device: torch.device) -> None:
+    rec.skipped += batch.empty
+    if not batch.positions:
         return
-    x = uint8_to_video(clips[ok]).to(device)  # (B, 3, T, H, W) in [−1, 1]
+    x = uint8_to_video(batch.data).to(device)  # (B, 3, T, H, W) in [−1, 1]
     out = model(x)
     y = out.reconstruction.clamp(-1, 1)
     rec.usage.update(out.quantizer.indices)
-    rec.pos += pos[ok].tolist()
+    rec.pos += batch.positions
     rec.real += list(nets.i3d(i3d_input(x)).float().cpu())  # (400,) logits per clip
     rec.rec += list(nets.i3d(i3d_input(y)).float().cpu())
     t = x.shape[2]
@@ -210,14 +232,23 @@ def _evaluate(cfg: VideoEvalConfig, model: nn.Module | None, nets: VideoNets | N
     state = None if spath is None or cfg.restart else load_state(spath, fingerprint)
     if state is not None:
         rec.load_state_dict(state)
-    todo = shard(len(names), ctx.rank, ctx.world_size)[rec.done :]
+    retried = set(rec.unreadable)  # unreadable in an earlier session: fixed since, perhaps
+    todo = sorted(retried) + shard(len(names), ctx.rank, ctx.world_size)[rec.done :]
     loader = DataLoader(_Clips(paths, todo, cfg.num_frames, cfg.size), batch_size=cfg.batch_size,
-                        num_workers=cfg.num_workers)
+                        num_workers=cfg.num_workers, collate_fn=collate_read)
     t0, since = time.perf_counter(), 0
-    for pos, clips, ok in progress(loader, len(loader), "evaluate-video", enabled=cfg.progress and ctx.is_main,
-                                   unit="batch"):
-        _evaluate_batch(model, nets, rec, pos, clips, ok, device)
-        rec.done, since = rec.done + len(pos), since + len(pos)
+    for batch in progress(loader, len(loader), "evaluate-video", enabled=cfg.progress and ctx.is_main,
+                          unit="batch"):
+        for p, reason in batch.unreadable:  # the batch rule: skip it and record it, or stop (strict)
+            if cfg.strict:
+                raise strict_stop(names[p], reason, paths[p])
+            rec.unreadable[p] = unreadable_reason(reason, paths[p])
+        _evaluate_batch(model, nets, rec, batch, device)
+        for p in (*batch.positions, *batch.empty):
+            rec.unreadable.pop(p, None)  # read at last
+        seen = [*batch.positions, *batch.empty, *(p for p, _ in batch.unreadable)]
+        rec.done += sum(p not in retried for p in seen)  # retried positions were handed out before
+        since += len(seen)
         if spath is not None and since >= cfg.save_every:
             rec.elapsed, t0, since = rec.elapsed + time.perf_counter() - t0, time.perf_counter(), 0
             save_state(spath, {"fingerprint": fingerprint, **rec.state_dict()})
@@ -241,16 +272,24 @@ def _result(cfg: VideoEvalConfig, names: list[str], parts: list[dict], usage: M.
 
     real, recon = (torch.stack(ordered(k)) if pos else None for k in ("real", "rec"))
     skipped = [names[p] for p in sorted(p for g in parts for p in g["skipped"])]
+    bad = {int(p): r for g in parts for p, r in g["unreadable"]}
+    unreadable = [(names[p], bad[p]) for p in sorted(bad)]
     n = len(pos)
+    if sorted([*pos, *(p for g in parts for p in g["skipped"]), *bad]) != list(range(len(names))):
+        raise RuntimeError(f"evaluated {n}, skipped {len(skipped)} and could not read {len(bad)} clips for a list of "
+                           f"{len(names)}: shards overlap or are missing")
+    need = f"rFVD needs at least 2 clips of {cfg.num_frames} frames"
+    if n < 2 and unreadable:
+        raise too_few_readable("videos", n + len(skipped), len(names), unreadable, f"{need} ({len(skipped)} too short)")
     if n < 2:
-        raise ValueError(f"rFVD needs at least 2 clips of {cfg.num_frames} frames; got {n} ({len(skipped)} too short)")
+        raise ValueError(f"{need}; got {n} ({len(skipped)} too short)")
     mean = (lambda k: float(torch.cat(ordered(k)).mean())) if cfg.lpips else (lambda k: None)
     seconds = max(g["elapsed"] for g in parts)
     w = getattr(nets.i3d, "weights_path", None)
     result = VideoEvalResult(
         rfvd=M.frechet_distance_svd(real, recon), lpips_alex=mean("lp_a"), lpips_vgg=mean("lp_v"),
         codebook_usage=usage.usage, used_codes=usage.used, codebook_size=usage.counts.numel(), num_clips=n,
-        skipped=skipped, clips_per_second=n / seconds if seconds > 0 else float("nan"),
+        skipped=skipped, clips_per_second=n / seconds if seconds > 0 else float("nan"), unreadable=unreadable,
         protocol={
             "checkpoint": str(cfg.checkpoint), "weights": cfg.weights,
             "clips": f"{len(names)} listed (sha256 {list_digest(names)})",
@@ -264,6 +303,9 @@ def _result(cfg: VideoEvalConfig, names: list[str], parts: list[dict], usage: M.
             "world_size": ctx.world_size, "device": str(device), "torch": torch.__version__,
         },
     )
+    if unreadable:
+        result.protocol["unreadable"] = (f"{len(unreadable)} of {len(names)} listed videos could not be read and are "
+                                         "in no metric (metrics.json: unreadable)")
     if cfg.output:
         _write(Path(cfg.output), result, names)
     return result
@@ -275,8 +317,9 @@ def _write(out: Path, r: VideoEvalResult, files: list[str]) -> None:
     rows = [("rFVD", f(r.rfvd, 2), "I3D logits, SVD Fréchet"), ("LPIPS alex", f(r.lpips_alex), "per frame"),
             ("LPIPS vgg", f(r.lpips_vgg), "per frame"),
             ("codebook usage", f"{100 * r.codebook_usage:.2f}% ({r.used_codes}/{r.codebook_size})", "bincount"),
-            ("clips", str(r.num_clips), f"{len(r.skipped)} skipped (too short)"),
+            ("clips", f"{r.num_clips} of {len(files)}", f"{len(r.skipped)} skipped (too short), "
+             f"{len(r.unreadable)} could not be read"),
             ("clips/s", f(r.clips_per_second, 2), "")]
     report.write_markdown(out / "metrics.md", report.markdown_table("Video tokenizer reconstruction", rows, r.protocol))
-    skipped = set(r.skipped)
+    skipped = {*r.skipped, *(name for name, _ in r.unreadable)}
     report.write_markdown(out / "clips.txt", "".join(f"{p}\n" for p in files if p not in skipped))

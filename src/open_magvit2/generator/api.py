@@ -222,7 +222,7 @@ class ImageGenerator(nn.Module):
         )
 
 
-CLASSES_NAME = "classes.json"  # a generator folder's class names (training copies it from the token set)
+CLASSES_NAME = "classes.json"  # class names: of a token set, a training run and an exported generator folder
 
 
 def read_class_names(checkpoint: str | Path | None, num_classes: int) -> list[str] | None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from open_magvit2.checkpoints.official import check_weights, first_sentence
 from open_magvit2.distributed import DistContext, barrier, gather_to_main
 
 STATE_NAME = "state.pt"
@@ -207,9 +208,8 @@ def read_state_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing from its checkpoint") from None
     except Exception as e:  # damaged file or one that needs pickle code: never executed
-        why = " ".join(str(e).split()) or type(e).__name__
-        why = why if len(why) <= 200 else why[: why.rfind(" ", 0, 200)] + " …"
-        raise DamagedCheckpoint(f"{path}: unreadable checkpoint file ({type(e).__name__}: {why})") from None
+        raise DamagedCheckpoint(f"{path}: unreadable checkpoint file ({type(e).__name__}: {first_sentence(e)}); "
+                                "nothing in it was executed") from None
 
 
 def read_checkpoint(path: str | Path, ctx: DistContext | None = None) -> Loaded:
@@ -304,8 +304,8 @@ def checkpoint_weights(loaded: Loaded, weights: Weights | None = None) -> tuple[
     error that says ``--weights raw``; ``"raw"`` is always the trained weights.
     """
     state = loaded.state
-    if weights not in (None, "ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    if weights is not None:
+        check_weights(weights)
     if weights == "ema" and not has_ema(state):
         raise ValueError(f"{loaded.path} keeps no EMA weights (its recipe has run.ema_decay: null); use --weights raw "
                          "(init.weights: raw in a recipe) for its trained weights")

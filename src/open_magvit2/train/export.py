@@ -19,6 +19,7 @@ from torch import Tensor
 from open_magvit2.checkpoints.hub import CONFIG_NAME, load_pretrained_dir, save_pretrained_dir
 from open_magvit2.fileio import check_output_dir
 from open_magvit2.generator import GeneratorConfig, ImageGenerator
+from open_magvit2.generator.api import CLASSES_NAME
 from open_magvit2.tokenizer import TokenizerConfig
 from open_magvit2.train.checkpoint import META_NAME, Loaded, Weights, list_checkpoints, read_meta, run_weights
 from open_magvit2.train.rundir import TOKENIZER_DIR
@@ -45,7 +46,11 @@ def _export_generator(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: di
         full.update({f"tokenizer.{k}": v for k, v in tsd.items()})
     model = ImageGenerator.from_weights(config, tok_config, full)  # strict: proves the folder will load
     doc = {"generator": config.to_dict(), "tokenizer": None if tok_config is None else tok_config.to_dict()}
-    return save_pretrained_dir(out, model.model_type, doc, model.state_dict(), metadata=meta)
+    save_pretrained_dir(out, model.model_type, doc, model.state_dict(), metadata=meta)
+    classes = loaded.path.parent.parent / CLASSES_NAME  # the class names go along: generate names its folders
+    if classes.is_file():
+        shutil.copyfile(classes, out / CLASSES_NAME)
+    return out
 
 
 EXPORTERS = {"tokenizer": _export_tokenizer, "generator": _export_generator}
@@ -54,8 +59,6 @@ EXPORTERS = {"tokenizer": _export_tokenizer, "generator": _export_generator}
 def export_run(run_or_checkpoint: str | Path, out: str | Path, weights: Weights | None = None) -> Path:
     """Write the weights of a run's newest intact checkpoint (or of the given checkpoint) as a save_pretrained
     directory; returns ``out``. ``weights``: None (the run's own result), ``"ema"`` or ``"raw"``."""
-    if weights not in (None, "ema", "raw"):
-        raise ValueError(f"--weights must be ema or raw, got {weights!r}")
     out = Path(out)
     check_output_dir(out, "output folder")
     if out.is_dir() and any(out.iterdir()):
