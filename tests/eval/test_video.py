@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -138,3 +139,53 @@ def test_clip_list_takes_files_folders_and_globs(ucf):
     assert clip_list(files)[1] == ["v2.mp4", "short.mp4", "v1.mp4"]
     with pytest.raises(FileNotFoundError, match="--split"):
         clip_list(replace(base, split="test"))
+
+
+# ---- the batch rule: a video that cannot be read is skipped, recorded and named at the end ----------------------
+@pytest.fixture
+def ucf_with_corrupt(ucf, tmp_path) -> Path:
+    """``ucf`` with a corrupt video between v1 and v2 (a.mp4 < short.mp4 < v1 < v1x < v2)."""
+    import shutil
+
+    root = tmp_path / "ucf"
+    shutil.copytree(ucf, root)
+    (root / "train" / "ClassA" / "v1x.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    return root
+
+
+def test_an_unreadable_video_is_left_out_and_a_resumed_run_agrees(video_cfg, whole, ucf_with_corrupt, tmp_path):
+    cfg = replace(video_cfg, data=str(ucf_with_corrupt), output=str(tmp_path), save_every=1)
+    with pytest.raises(KeyboardInterrupt):  # short skipped, v1 evaluated, the corrupt one skipped, dies at v2
+        evaluate_video(cfg, model=FailingAt(tiny_video_tokenizer(), 2), nets=VideoNets(RecordingI3D(), None, None))
+    resumed = FailingAt(tiny_video_tokenizer(), None)
+    r = evaluate_video(cfg, model=resumed, nets=VideoNets(RecordingI3D(), None, None))
+    assert resumed.calls == 1  # v2; the corrupt video was tried again and is still unreadable
+    assert r.rfvd == pytest.approx(whole.rfvd, rel=1e-12) and r.used_codes == whole.used_codes and r.num_clips == 2
+    assert r.skipped == ["ClassA/short.mp4"]
+    [(name, reason)] = r.unreadable
+    assert name == "ClassA/v1x.mp4" and "cannot read video" in reason and "v1x.mp4" in reason
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["unreadable"] == [[name, reason]] and "1 could not be read" in (tmp_path / "metrics.md").read_text()
+    assert (tmp_path / "clips.txt").read_text().split() == ["ClassA/v1.mp4", "ClassA/v2.mp4"]
+
+    with pytest.raises(ValueError, match=r"^cannot read video '.*/ClassA/v1x.mp4': .*valid video file\?\)$"):
+        evaluate_video(replace(cfg, output=None, strict=True), model=tiny_video_tokenizer(),
+                       nets=VideoNets(RecordingI3D(), None, None))
+
+
+def test_cli_evaluate_video_names_the_unreadable_video(ucf_with_corrupt, tmp_path, monkeypatch, capsys):
+    from open_magvit2.cli import main
+
+    tiny_video_tokenizer().save_pretrained(tmp_path / "vtok")
+    monkeypatch.setattr(VideoNets, "load", classmethod(lambda cls, cfg, device: cls(RecordingI3D(), None, None)))
+    argv = ["evaluate-video", "-c", str(tmp_path / "vtok"), "--data", str(ucf_with_corrupt), "--num-frames", "9",
+            "--size", "32", "--workers", "2", "--no-progress", "--no-lpips", "--device", "cpu"]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert re.fullmatch(r"open-magvit2 evaluate-video: error: 1 of 4 videos could not be read: ClassA/v1x.mp4 "
+                        r"\(cannot read video '.*v1x.mp4': .*\)", err.strip())
+    assert "the metrics cover 2 of 4 videos" in out and (tmp_path / "out" / "metrics.json").is_file()
+    assert main([*argv, "-o", str(tmp_path / "strict"), "--strict"]) == 2
+    assert re.fullmatch(r"open-magvit2 evaluate-video: error: cannot read video '.*v1x.mp4': .*",
+                        capsys.readouterr().err.strip())
+    assert not (tmp_path / "strict").exists()

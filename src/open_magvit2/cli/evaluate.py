@@ -128,13 +128,14 @@ def _print(result: object, output: str | None) -> None:
         print(f"report: {Path(output) / 'metrics.md'}")
 
 
-def _check_unreadable(unreadable: list[tuple[str, str]], evaluated: int, what: str) -> None:
-    """The batch rule's last step: the metrics (written) cover ``evaluated`` files; name the others, exit 2."""
-    check = Unreadable(evaluated + len(unreadable), what)
+def _check_unreadable(unreadable: list[tuple[str, str]], evaluated: int, total: int, what: str) -> None:
+    """The batch rule's last step, once the metrics are written: they cover ``evaluated`` of the ``total`` files;
+    a ``ValueError`` names the files that could not be read (exit 2)."""
+    check = Unreadable(total, what)
     for name, reason in unreadable:
         check.skip(name, reason)
     if unreadable:
-        print(f"the metrics cover {evaluated} of {check.total} {what}")
+        print(f"the metrics cover {evaluated} of {total} {what}")
     check.check()
 
 
@@ -159,7 +160,7 @@ def run_evaluate_tokenizer(args: argparse.Namespace) -> int:
     result = evaluate_tokenizer(cfg)
     if result is not None:  # rank 0
         _print(result, args.output)
-        _check_unreadable(result.unreadable, result.num_images, "images")
+        _check_unreadable(result.unreadable, result.num_images, result.num_images + len(result.unreadable), "images")
     return 0
 
 
@@ -195,5 +196,6 @@ def run_evaluate_video(args: argparse.Namespace) -> int:
     _print(result, args.output)
     if result.skipped:
         print(f"skipped {len(result.skipped)} videos shorter than {args.num_frames} frames (listed in metrics.json)")
-    _check_unreadable(result.unreadable, result.num_clips + len(result.skipped), "videos")
+    listed = result.num_clips + len(result.skipped) + len(result.unreadable)
+    _check_unreadable(result.unreadable, result.num_clips, listed, "videos")
     return 0

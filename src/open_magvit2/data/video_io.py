@@ -82,7 +82,7 @@ class FrameGeometry:
         if (self.resize_h, self.resize_w) != frame.shape[:2]:  # PIL bilinear with antialiasing, as api.load_image
             frame = np.asarray(Image.fromarray(frame).resize((self.resize_w, self.resize_h), Image.BILINEAR))
         crop = frame[self.top : self.top + self.height, self.left : self.left + self.width]
-        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(crop)).permute(2, 0, 1)  # a writable copy: PIL's arrays are read-only
 
 
 def uint8_to_video(frames: Tensor) -> Tensor:
