@@ -77,6 +77,9 @@ def env(tmp_path_factory, gen_dir, video_ckpt, clip, photos) -> SimpleNamespace:
 
     torch.save({"state_dict": {"w": Evil()}}, d / "evil.ckpt")
     np.savez(d / "no_arr0.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    from open_magvit2.eval.backbones import write_random_backbones  # evaluate-tokenizer's rFID network
+
+    e.inception = str(write_random_backbones(d / "hub", only=("inception",))["inception"])
     return e
 
 
@@ -156,6 +159,9 @@ CLI_CASES = [
      r"error: no model to serve: --tokenizer, --video-tokenizer and --generator are all 'none'; name at least one "
      r"model \(a checkpoint, or demo\)$"),
     ("eval-data-missing", "evaluate-tokenizer -c {ckpt} --data {d}/none -o {out}", r"no such image file"),
+    ("eval-corrupt-image-strict", "evaluate-tokenizer -c {ckpt} --data {d}/corrupt.png --inception-weights "
+     "{inception} --no-lpips --no-progress -o {out} --strict",
+     r"error: .*/corrupt.png: cannot read the image \(.+\); is it a complete image file\?$"),
     ("eval-samples-no-arr0", "evaluate-generator --samples {d}/no_arr0.npz --reference {d}/no_arr0.npz",
      r"no 'arr_0' array"),
     # tokenize-dataset: a token grid too small for the tokenizer and the generator is refused before any write

@@ -116,7 +116,8 @@ def _add_backbone_args(p: argparse.ArgumentParser, *, inception: bool, i3d: bool
 
 def _add_run_args(p: argparse.ArgumentParser, output_required: bool = True) -> None:
     p.add_argument("-o", "--output", required=output_required, help="folder for metrics.json, metrics.md, figures")
-    p.add_argument("--workers", type=int, default=4, help="data loading processes (default 4; 0 = main process)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loading processes (default: min(4, CPUs); 0 = main process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_arg(p)
 

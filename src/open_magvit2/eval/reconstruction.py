@@ -148,7 +148,7 @@ class _Accumulator:
         self.cols = {k: v.tolist() for k, v in s["cols"].items()}
         self.worst = [(float(w[0]), int(w[1]), w[2], w[3]) for w in s["worst"]]
         self.done, self.elapsed = int(s["done"]), float(s["elapsed"])
-        self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # states of 0.x skipped nothing
+        self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # a state from before the field: none
 
 
 def _thumb(im: np.ndarray, side: int = 256) -> Tensor:
@@ -319,8 +319,9 @@ def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets
     seconds = max(g[3] for g in gathered)
     new_images = sum(g[2] for g in gathered)
     group = 1 if cfg.original_resolution else cfg.protocol_batch_size
-    batches = np.arange(len(pos))  # evaluation order among the readable images: the batches the list without the
-    # unreadable ones would give (= pos when every image could be read)
+    # the official batches are counted among the readable images, as in the list without the others (= pos when
+    # every image could be read)
+    batches = np.arange(len(pos))
     lp_a, lp_v = (float(np.mean(cols[c])) if cfg.lpips else None for c in ("lpips_alex", "lpips_vgg"))
     rfid, fid_method = M.frechet_from_moments(acc.real, acc.rec, eps=1e-6)
     result = TokenizerEvalResult(

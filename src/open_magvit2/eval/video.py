@@ -184,7 +184,7 @@ class _Records:
     def load_state_dict(self, s: dict) -> None:
         for k in ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed"):
             setattr(self, k, s[k])
-        self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # states of 0.x skipped nothing
+        self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # a state from before the field: none
         self.usage.counts = s["usage"].to(self.usage.counts.device)
 
 
