@@ -144,7 +144,7 @@ def main() -> None:
     from open_magvit2.eval.backbones import write_random_backbones
 
     hub = tempfile.mkdtemp()
-    vgg = str(write_random_backbones(hub)["vgg"])
+    vgg = str(write_random_backbones(hub, only=("vgg",))["vgg"])
     cpu = platform.processor() or platform.machine()
     print(f"# tokenizer training iteration, batch {args.batch}, {args.size}², fp32, CPU {cpu}, {os.cpu_count()} cores, "
           f"{args.threads} torch thread(s), "
