@@ -102,3 +102,7 @@ class ShardedState:
 
     def load_state_dict(self, shard: dict[str, Any]) -> None:
         load_sharded_state(self.model, self.optimizer, shard)
+
+    def parameters(self) -> Iterator[Tensor]:
+        """This rank's parameter shards, as plain tensors (the session checks they are finite before a save)."""
+        return (local(p.detach()) for p in self.model.parameters())

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from open_magvit2.distributed import (
     DistContext,
@@ -196,8 +195,8 @@ class TrainSession:
         if self.guard.open:
             return None
         bad = torch.zeros((), device=self.ctx.device)
-        for part in [*self._main.values(), self._shard]:
-            if isinstance(part, nn.Module):
+        for part in [*self._main.values(), self._shard]:  # models, EMA and FSDP shards: whatever has parameters
+            if hasattr(part, "parameters"):
                 bad += sum(int(not torch.isfinite(p).all()) for p in part.parameters())
         if float(all_reduce_sum(bad, self.ctx)) > 0:
             raise NonFiniteError(f"the weights became non-finite by step {step}; nothing was saved")
