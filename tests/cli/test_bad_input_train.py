@@ -196,6 +196,13 @@ def test_resume_refuses_a_changed_recipe_and_keeps_the_run(env, capsys):
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
+def test_plot_run_writes_the_format_its_suffix_names(env, capsys):
+    out = Path(env.d) / "curves.jpg"
+    assert _run(["plot-run", env.gen_run, "-o", str(out)]) == 0
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes under a .jpg name
+    capsys.readouterr()
+
+
 def test_export_default_takes_the_runs_own_result(env, capsys):
     out = Path(env.d) / "exported_gen"
     assert _run(["export", env.gen_run, str(out)]) == 0

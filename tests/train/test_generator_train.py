@@ -160,6 +160,29 @@ def test_user_errors(tokens, tmp_path, capsys):
     assert "--resume auto" in capsys.readouterr().err
 
 
+def test_non_finite_steps_stop_at_a_checkpoint_that_exists(tokens, tmp_path, monkeypatch, capsys):
+    """The guard's message names the newest checkpoint, which exists and predates the streak (issue 17)."""
+    import open_magvit2.train.generator as trainer
+
+    real = trainer.generator_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):  # optimiser steps 3, 4, ... are non-finite
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out._replace(loss=out.loss * float("nan")) if calls["n"] >= 3 else out
+
+    monkeypatch.setattr(trainer, "generator_loss", poisoned)
+    run = tmp_path / "run"
+    assert main(["train-generator", "--config", str(TINY), "--data", str(tokens), "--output", str(run),
+                 "--max-steps", "10", "--save-every", "2", "--set", "data.batch_size=2",
+                 "--set", "run.max_nonfinite=2"]) == 1
+    err = capsys.readouterr().err
+    last = run / "checkpoints" / "step_0000002"
+    assert f"(steps 3–4). The newest checkpoint, {last} (step 2), predates it" in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000002"]
+
+
 @pytest.mark.slow
 def test_torch_compile_trains_like_eager(tokens, tmp_path):
     """run.compile: the same losses as eager (not bit-identical: inductor fuses differently)."""

@@ -13,6 +13,13 @@ that softmax is a *product* distribution over the K bits:
   products; then ``p̄[a + 2^K_A·b] = (P_A^T @ P_B)[a, b] / N``. Memory O(2^K + N·2^(K/2)) instead of O(N·2^K),
   and autograd goes through the matmul.
 
+Exact is limited to K ≤ ``EXACT_MAX_BITS`` = 28 (a 2^28-entry float32 vector is 1 GiB, and forward + backward keep a
+few). Past that, and whenever asked, ``group_bits = g`` splits the bits into consecutive groups of g (LSB first, the
+last group may be shorter) and sums the groups' codebook entropies, each computed exactly as above over its 2^g codes:
+H_c ≈ Σ_groups −Σ_j p̄_{g,j} log(p̄_{g,j} + eps). The sum over groups ignores the dependence between groups; for
+eps = 0 it is ≥ the exact H_c by exactly the groups' total correlation (docs/quantizer.md measures it). H_s is exact
+either way. With one group (g = K) it is the exact computation itself.
+
 ``dense_entropy_terms`` is the official computation, kept as the reference for tests (small K) and as the baseline
 of ``benchmarks/bench_lfq.py``. It is never used by :class:`~open_magvit2.quantize.LFQ`.
 """
@@ -27,6 +34,43 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from open_magvit2.quantize.codes import indices_to_codes
+
+
+EXACT_MAX_BITS = 28  # exact H_c builds the 2^K-entry p̄: 2^28 float32 = 1 GiB per copy (module docstring)
+
+
+def _size(num_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if num_bytes < 1024 or unit == "PiB":
+            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def entropy_groups(bits: int, group_bits: int | None) -> tuple[tuple[int, int], ...]:
+    """The bit ranges [lo, hi) whose codebook entropies H_c sums: one range (0, K) when ``group_bits`` is None (the
+    exact H_c), else consecutive ranges of ``group_bits`` bits from bit 0 (the last may be shorter).
+
+    ``ValueError`` (one line) for a ``group_bits`` outside [1, K], and for an exact H_c past ``EXACT_MAX_BITS`` bits,
+    saying what it would need: both :class:`~open_magvit2.quantize.LFQ` and the tokenizer config call this.
+    """
+    if group_bits is None:
+        if bits > EXACT_MAX_BITS:
+            k_b = bits - bits // 2
+            raise ValueError(
+                f"the exact codebook entropy of {bits} bits needs the 2^{bits}-entry codebook distribution "
+                f"({_size(4 * 2.0**bits)} per float32 copy; forward + backward keep several) and 2^{k_b} probabilities "
+                f"per token ({_size(4 * 2.0**k_b * 1024)} per 1024 tokens); exact is limited to "
+                f"{EXACT_MAX_BITS} bits: set entropy_group_bits (e.g. 8) for the grouped codebook entropy"
+            )
+        return ((0, bits),)
+    if isinstance(group_bits, bool) or not hasattr(group_bits, "__index__") or not 1 <= group_bits.__index__() <= bits:
+        raise ValueError(
+            f"entropy_group_bits must be an int in [1, {bits}] (the bits per entropy group), or None for the exact "
+            f"codebook entropy; got {group_bits!r}"
+        )
+    g = group_bits.__index__()
+    return tuple((lo, min(lo + g, bits)) for lo in range(0, bits, g))
 
 
 class EntropyTerms(NamedTuple):
@@ -110,22 +154,31 @@ def entropy_from_probs(p: Tensor, eps: float) -> Tensor:
     return -(p * torch.log(p.clamp_min(tiny))).sum()
 
 
-def entropy_terms(z: Tensor, *, temperature: float = 0.01, eps: float = 1e-5, sync: bool = False) -> EntropyTerms:
+def entropy_terms(
+    z: Tensor, *, temperature: float = 0.01, eps: float = 1e-5, sync: bool = False, group_bits: int | None = None
+) -> EntropyTerms:
     """H_s and H_c of z (B, K, *spatial), equal to the official values (docs/design.md O-13) without the 2^K logits.
 
     Computed in float32 (float64 for float64 z) with autocast disabled, whatever the input dtype (docs/design.md O-14).
     ``sync=True``: when torch.distributed is initialised with > 1 rank, p̄ is averaged over all ranks' tokens (a
     collective: every rank must call it). The default, like the official code, uses the local p̄.
+    ``group_bits``: None is the exact H_c (K ≤ ``EXACT_MAX_BITS``); g sums the exact H_c of consecutive groups of g
+    bits (see the module docstring and :func:`entropy_groups`), one all-reduce for all groups when synced.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=z.device.type, enabled=False):
         x = _flat_bits(z) * (4.0 / temperature)  # (N, K)
+        groups = entropy_groups(x.shape[1], group_bits)
         n = x.shape[0]
         h_s = binary_entropy_from_logits(x).sum(dim=1).mean()
-        probs_sum = _probs_sum_from_logits(x)  # (2^K,)
+        sums = [_probs_sum_from_logits(x[:, lo:hi]) for lo, hi in groups]  # (2^(hi−lo),) per group
+        probs_sum = sums[0] if len(sums) == 1 else torch.cat(sums)  # one group (exact): no copy
         p_bar = _synced_mean(probs_sum, n) if sync and _is_distributed() else probs_sum / n
-        h_c = entropy_from_probs(p_bar, eps)
+        parts = p_bar.split([s.numel() for s in sums]) if len(sums) > 1 else (p_bar,)
+        h_c = entropy_from_probs(parts[0], eps)
+        for p in parts[1:]:
+            h_c = h_c + entropy_from_probs(p, eps)
     return EntropyTerms(h_s, h_c)
 
 

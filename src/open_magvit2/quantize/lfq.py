@@ -20,7 +20,7 @@ from open_magvit2.quantize.codes import (
     quantize_signs,
     unfactorize_indices,
 )
-from open_magvit2.quantize.entropy import entropy_terms
+from open_magvit2.quantize.entropy import entropy_groups, entropy_terms
 
 
 class LFQOutput(NamedTuple):
@@ -40,6 +40,8 @@ class LFQ(nn.Module):
     Input z: (B, K, *spatial) float (any real values; the encoder's raw output). Output: :class:`LFQOutput`.
     ``factorized_bits`` (e.g. ``(6, 12)``, what the official AR first stage uses) only configures
     :meth:`factorize` / :meth:`unfactorize`; ``indices`` are always full indices.
+    ``entropy_group_bits`` (None: the exact codebook entropy, up to 28 bits) sums the codebook entropies of
+    consecutive groups of that many bits instead (:func:`~open_magvit2.quantize.entropy.entropy_terms`), for any K ≤ 62.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class LFQ(nn.Module):
         sample_weight: float = 1.0,
         codebook_weight: float = 1.0,
         eps: float = 1e-5,
+        entropy_group_bits: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(bits, bool) or not hasattr(bits, "__index__"):  # numpy/torch ints pass; floats, str do not
@@ -66,8 +69,10 @@ class LFQ(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if eps < 0:
             raise ValueError(f"eps must be >= 0 (official 1e-5; 0 gives the exact codebook entropy), got {eps}")
+        entropy_groups(bits, entropy_group_bits)  # validates: a g outside [1, K]; an exact H_c past 28 bits
         self.bits = bits
         self.factorized_bits = factorized_bits
+        self.entropy_group_bits = None if entropy_group_bits is None else entropy_group_bits.__index__()
         self.temperature = temperature
         self.sample_weight = sample_weight
         self.codebook_weight = codebook_weight
@@ -81,8 +86,9 @@ class LFQ(nn.Module):
         """Quantise z (B, K, *spatial). In train mode also compute the entropy terms and the commitment.
 
         ``sync_codebook=True`` averages the codebook distribution p̄ over all ranks of the default process group (one
-        all-reduce of 2^K + 1 floats): every rank must then make the same call, so only the training step passes it
-        (issue: a train-mode call made by one rank alone, for logging or a picture, must never wait on the others).
+        all-reduce of 2^K + 1 floats; with entropy groups, of Σ_groups 2^g + 1): every rank must then make the same
+        call, so only the training step passes it (issue: a train-mode call made by one rank alone, for logging or a
+        picture, must never wait on the others).
         The default computes everything locally and calls no collective.
         """
         if z.dim() < 2 or z.shape[1] != self.bits:
@@ -96,7 +102,9 @@ class LFQ(nn.Module):
         zero = z.new_zeros((), dtype=torch.float32)
         if not self.training:
             return LFQOutput(codes, indices, zero, zero, zero, zero)
-        h_s, h_c = entropy_terms(z, temperature=self.temperature, eps=self.eps, sync=sync_codebook)
+        h_s, h_c = entropy_terms(
+            z, temperature=self.temperature, eps=self.eps, sync=sync_codebook, group_bits=self.entropy_group_bits
+        )
         entropy_loss = self.sample_weight * h_s - self.codebook_weight * h_c
         dtype = torch.promote_types(z.dtype, torch.float32)  # float32 under autocast, float64 stays float64
         commitment = (z.to(dtype) - q.detach().to(dtype)).square().mean()  # gradient into z only (docs/design.md O-13)
@@ -119,4 +127,7 @@ class LFQ(nn.Module):
         return unfactorize_indices(parts, self.factorized_bits)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, factorized_bits={self.factorized_bits}, temperature={self.temperature}"
+        return (
+            f"bits={self.bits}, factorized_bits={self.factorized_bits}, temperature={self.temperature}, "
+            f"entropy_group_bits={self.entropy_group_bits}"
+        )
