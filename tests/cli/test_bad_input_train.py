@@ -97,6 +97,12 @@ CASES = [
     ("tok-unknown-preset", TOK + " --set model=imagenet_64", r"unknown tokenizer preset 'imagenet_64'"),
     ("tok-unknown-key", TOK + " --set optim.lrr=1", r"unknown config key optim\.lrr; optim has: lr, "),
     ("tok-unknown-model-arg", TOK + " --set model_args.chh=8", r"unknown model_args chh; the allowed keys are ch, "),
+    ("tok-exact-entropy-40-bits", TOK + " --set model_args.z_channels=40", r"the exact codebook entropy of 40 "
+     r"bits needs the 2\^40-entry codebook distribution \(4\.0 TiB .*set entropy_group_bits \(e\.g\. 8\)"),
+    ("tok-entropy-group-bits-0", TOK + " --set model_args.entropy_group_bits=0",
+     r"entropy_group_bits must be an int in \[1, 18\] .* got 0"),
+    ("tok-entropy-group-bits-past-k", TOK + " --set model_args.entropy_group_bits=19",
+     r"entropy_group_bits must be an int in \[1, 18\] .* got 19"),
     ("tok-empty-yaml", TOK.replace("-c tiny", "-c {d}/empty.yaml"), r"the recipe is empty; start from one"),
     ("tok-yaml-list", TOK.replace("-c tiny", "-c {d}/list.yaml"), r"a recipe is a mapping of sections"),
     ("tok-unknown-recipe", TOK.replace("-c tiny", "-c tinyy"), r"--config tinyy: neither a recipe file nor a "

@@ -14,6 +14,9 @@ def run(rank: int, world: int, init_file: str, zs: list[torch.Tensor], temperatu
         z = zs[rank].clone().requires_grad_(True)
         synced = entropy_terms(z, temperature=temperature, sync=True)
         synced.codebook_entropy.backward()
+        zg = zs[rank].double().requires_grad_(True)  # grouped H_c (groups of 3 bits, float64): one all-reduce
+        grouped = entropy_terms(zg, temperature=temperature, sync=True, group_bits=3)
+        grouped.codebook_entropy.backward()
         local = entropy_terms(zs[rank], temperature=temperature, sync=False)
         lfq = LFQ(bits=z.shape[1], temperature=temperature).train()
         lfq_out = lfq(zs[rank], sync_codebook=True)
@@ -24,6 +27,8 @@ def run(rank: int, world: int, init_file: str, zs: list[torch.Tensor], temperatu
             "h_c": synced.codebook_entropy.detach(),
             "h_s": synced.per_sample_entropy.detach(),
             "grad": z.grad,
+            "grouped_h_c": grouped.codebook_entropy.detach(),
+            "grouped_grad": zg.grad,
             "local_h_c": local.codebook_entropy,
             "lfq_h_c": lfq_out.codebook_entropy.detach(),
             "lone_h_c": lone.codebook_entropy.detach() if rank == 0 else None,

@@ -169,7 +169,8 @@ def test_entropy_terms_bad_temperature():
 @pytest.mark.timeout(120)
 def test_synced_codebook_entropy_equals_concatenated_batch(tmp_path, monkeypatch):
     """2 gloo ranks with unequal batches: synced H_c = H_c of the concatenated batch on both ranks, and the
-    per-rank gradient, averaged over ranks as DDP does, equals the gradient of the concatenated-batch H_c."""
+    per-rank gradient, averaged over ranks as DDP does, equals the gradient of the concatenated-batch H_c; the same
+    for the grouped H_c (entropy groups of 3 bits, float64)."""
     world = 2
     zs = [_z((3, 10, 2, 2), seed=11), _z((1, 10, 2, 2), seed=12)]
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned ranks import dist_worker from sys.path
@@ -183,11 +184,17 @@ def test_synced_codebook_entropy_equals_concatenated_batch(tmp_path, monkeypatch
     ref = entropy_terms(full, temperature=TAU, sync=False)
     ref.codebook_entropy.backward()
     grads = full.grad.split([3, 1])
+    full_g = torch.cat(zs).double().requires_grad_(True)
+    ref_g = entropy_terms(full_g, temperature=TAU, sync=False, group_bits=3).codebook_entropy
+    ref_g.backward()
+    grads_g = full_g.grad.split([3, 1])
     for r in range(world):
         torch.testing.assert_close(res[r]["h_c"], ref.codebook_entropy.detach(), rtol=1e-6, atol=0)
         torch.testing.assert_close(res[r]["lfq_h_c"], ref.codebook_entropy.detach(), rtol=1e-6, atol=0)
         torch.testing.assert_close(res[r]["h_s"], entropy_terms(zs[r], temperature=TAU).per_sample_entropy)
         torch.testing.assert_close(res[r]["grad"] / world, grads[r], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(res[r]["grouped_h_c"], ref_g.detach(), rtol=1e-12, atol=0)  # entropy groups
+        torch.testing.assert_close(res[r]["grouped_grad"] / world, grads_g[r], rtol=1e-10, atol=1e-15)
         assert not torch.allclose(res[r]["local_h_c"], res[r]["h_c"])  # sync=False keeps the per-rank value
     # the default LFQ call is local: rank 0 made it alone (no collective, no hang) and got its own batch's value
     torch.testing.assert_close(res[0]["lone_h_c"], res[0]["local_h_c"])

@@ -13,9 +13,10 @@ that softmax is a *product* distribution over the K bits:
   products; then ``p̄[a + 2^K_A·b] = (P_A^T @ P_B)[a, b] / N``. Memory O(2^K + N·2^(K/2)) instead of O(N·2^K),
   and autograd goes through the matmul.
 
-Exact is limited to K ≤ ``EXACT_MAX_BITS`` = 28 (a 2^28-entry float32 vector is 1 GiB, and forward + backward keep a
-few). Past that, and whenever asked, ``group_bits = g`` splits the bits into consecutive groups of g (LSB first, the
-last group may be shorter) and sums the groups' codebook entropies, each computed exactly as above over its 2^g codes:
+Exact is limited to K ≤ ``EXACT_MAX_BITS`` = 28: a 2^28-entry float32 vector is 1 GiB, and forward + backward keep
+about 8 such copies (measured at K = 24: 0.5 GiB, BENCHMARKS.md). Past that, and whenever asked, ``group_bits = g``
+splits the bits into consecutive groups of g (LSB first, the last group may be shorter) and sums the groups' codebook
+entropies, each computed exactly as above over its 2^g codes (the full groups in one batched matmul):
 H_c ≈ Σ_groups −Σ_j p̄_{g,j} log(p̄_{g,j} + eps). The sum over groups ignores the dependence between groups; for
 eps = 0 it is ≥ the exact H_c by exactly the groups' total correlation (docs/quantizer.md measures it). H_s is exact
 either way. With one group (g = K) it is the exact computation itself.
@@ -35,8 +36,7 @@ from torch import Tensor
 
 from open_magvit2.quantize.codes import indices_to_codes
 
-
-EXACT_MAX_BITS = 28  # exact H_c builds the 2^K-entry p̄: 2^28 float32 = 1 GiB per copy (module docstring)
+EXACT_MAX_BITS = 28  # exact H_c builds the 2^K-entry p̄: 2^28 float32 = 1 GiB per copy, ~8 live (module docstring)
 
 
 def _size(num_bytes: float) -> str:
@@ -59,7 +59,7 @@ def entropy_groups(bits: int, group_bits: int | None) -> tuple[tuple[int, int], 
             k_b = bits - bits // 2
             raise ValueError(
                 f"the exact codebook entropy of {bits} bits needs the 2^{bits}-entry codebook distribution "
-                f"({_size(4 * 2.0**bits)} per float32 copy; forward + backward keep several) and 2^{k_b} probabilities "
+                f"({_size(4 * 2.0**bits)} per float32 copy; forward + backward keep about 8) and 2^{k_b} probabilities "
                 f"per token ({_size(4 * 2.0**k_b * 1024)} per 1024 tokens); exact is limited to "
                 f"{EXACT_MAX_BITS} bits: set entropy_group_bits (e.g. 8) for the grouped codebook entropy"
             )
@@ -96,24 +96,26 @@ def binary_entropy_from_logits(x: Tensor) -> Tensor:
 
 
 def product_distribution(p1: Tensor, p0: Tensor) -> Tensor:
-    """(N, k) bit probabilities P(bit=1), P(bit=0) → (N, 2^k) joint probabilities, index Σ bit_i·2^i (LSB first).
+    """(*G, N, k) bit probabilities P(bit=1), P(bit=0) → (*G, N, 2^k) joint probabilities, index Σ bit_i·2^i (LSB
+    first). ``*G``: optional leading dims (the entropy groups), each handled independently.
 
     Iterated outer products: after bit i the first 2^i columns hold bit i = 0, the next 2^i bit i = 1.
     """
-    out = p1.new_ones(p1.shape[0], 1)  # (N, 1)
-    for i in range(p1.shape[1]):
-        out = torch.cat([out * p0[:, i : i + 1], out * p1[:, i : i + 1]], dim=1)  # (N, 2^(i+1))
+    out = p1.new_ones(*p1.shape[:-1], 1)  # (*G, N, 1)
+    for i in range(p1.shape[-1]):
+        out = torch.cat([out * p0[..., i : i + 1], out * p1[..., i : i + 1]], dim=-1)  # (*G, N, 2^(i+1))
     return out
 
 
 def _probs_sum_from_logits(x: Tensor) -> Tensor:
-    """(N, K) bit logits 4z/τ → (2^K,) Σ_n p_n via the A/B split (see the module docstring)."""
-    k_a = x.shape[1] // 2
+    """(*G, N, K) bit logits 4z/τ → (*G, 2^K) Σ_n p_n via the A/B split (see the module docstring); ``*G``: optional
+    leading dims (the entropy groups, one batched matmul for all)."""
+    k_a = x.shape[-1] // 2
     p1, p0 = torch.sigmoid(x), torch.sigmoid(-x)  # sigmoid(−x), not 1 − sigmoid(x): exact tails
-    p_a = product_distribution(p1[:, :k_a], p0[:, :k_a])  # (N, 2^K_A) low bits
-    p_b = product_distribution(p1[:, k_a:], p0[:, k_a:])  # (N, 2^K_B) high bits
-    joint = p_a.t() @ p_b  # (2^K_A, 2^K_B): [a, b] = Σ_n P_A[n, a]·P_B[n, b]
-    return joint.t().reshape(-1)  # (2^K,) index a + 2^K_A·b
+    p_a = product_distribution(p1[..., :k_a], p0[..., :k_a])  # (*G, N, 2^K_A) low bits
+    p_b = product_distribution(p1[..., k_a:], p0[..., k_a:])  # (*G, N, 2^K_B) high bits
+    joint = p_a.transpose(-1, -2) @ p_b  # (*G, 2^K_A, 2^K_B): [a, b] = Σ_n P_A[n, a]·P_B[n, b]
+    return joint.transpose(-1, -2).flatten(-2)  # (*G, 2^K) index a + 2^K_A·b
 
 
 def codebook_probs(z: Tensor, *, temperature: float) -> Tensor:
@@ -172,14 +174,25 @@ def entropy_terms(
         groups = entropy_groups(x.shape[1], group_bits)
         n = x.shape[0]
         h_s = binary_entropy_from_logits(x).sum(dim=1).mean()
-        sums = [_probs_sum_from_logits(x[:, lo:hi]) for lo, hi in groups]  # (2^(hi−lo),) per group
-        probs_sum = sums[0] if len(sums) == 1 else torch.cat(sums)  # one group (exact): no copy
+        probs_sum = _grouped_probs_sum(x, groups)  # (Σ_groups 2^g,): every group's Σ_n p_n, one after the other
         p_bar = _synced_mean(probs_sum, n) if sync and _is_distributed() else probs_sum / n
-        parts = p_bar.split([s.numel() for s in sums]) if len(sums) > 1 else (p_bar,)
-        h_c = entropy_from_probs(parts[0], eps)
-        for p in parts[1:]:
-            h_c = h_c + entropy_from_probs(p, eps)
+        h_c = entropy_from_probs(p_bar, eps)  # over the concatenation: the sum of the groups' entropies
     return EntropyTerms(h_s, h_c)
+
+
+def _grouped_probs_sum(x: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
+    """(N, K) bit logits → the groups' Σ_n p_n concatenated in group order. One group: the exact (2^K,) itself. Else
+    the full groups (g bits each) go through one batched split matmul (a (G, N, g) view), the shorter last one alone:
+    a fixed number of operations whatever K (docs/quantizer.md)."""
+    if len(groups) == 1:
+        return _probs_sum_from_logits(x)
+    n, k = x.shape
+    g = groups[0][1]
+    full = k // g
+    parts = [_probs_sum_from_logits(x[:, : full * g].reshape(n, full, g).transpose(0, 1)).flatten()]  # (G·2^g,)
+    if full * g < k:
+        parts.append(_probs_sum_from_logits(x[:, full * g :]))  # (2^(K − G·g),)
+    return torch.cat(parts)
 
 
 def dense_entropy_terms(z: Tensor, temperature: float = 0.01, eps: float = 1e-5) -> EntropyTerms:

@@ -9,6 +9,8 @@ from typing import Any
 
 from torch import Tensor
 
+from open_magvit2.quantize.entropy import entropy_groups
+
 GROUPS = 32  # every GroupNorm of the official model uses 32 groups (docs/design.md O-05)
 
 
@@ -19,7 +21,9 @@ class TokenizerConfig:
     ``ch_mult[i]`` scales ``ch`` at level i; every level but the last halves H and W. For ``dims=3`` a level
     also halves time when ``ch_mult[i] != 1`` (docs/design.md O-26). ``z_channels`` is the number of LFQ bits K; the
     codebook has 2^K entries. ``factorized_bits`` only configures token factorisation of the indices (the AR
-    first stage uses ``(6, 12)``); it changes no weight.
+    first stage uses ``(6, 12)``); it changes no weight. ``entropy_group_bits`` is the LFQ's (None: the exact
+    codebook entropy, up to 28 bits; g: the sum of the codebook entropies of groups of g bits, any K ≤ 62,
+    docs/quantizer.md); it only changes the training loss, no weight.
     """
 
     ch: int = 128
@@ -30,6 +34,7 @@ class TokenizerConfig:
     in_channels: int = 3
     out_channels: int = 3
     factorized_bits: tuple[int, ...] | None = None
+    entropy_group_bits: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -48,6 +53,11 @@ class TokenizerConfig:
             raise ValueError("num_res_blocks and z_channels must be >= 1")
         if self.factorized_bits is not None and sum(self.factorized_bits) != self.z_channels:
             raise ValueError(f"factorized_bits {self.factorized_bits} must sum to z_channels={self.z_channels}")
+        if self.z_channels > 62:
+            raise ValueError(f"z_channels must be <= 62 (an int64 index holds 62 bits), got {self.z_channels}")
+        entropy_groups(self.z_channels, self.entropy_group_bits)  # the LFQ's checks, before any model is built
+        if self.entropy_group_bits is not None:
+            object.__setattr__(self, "entropy_group_bits", self.entropy_group_bits.__index__())
 
     # ---- derived sizes -------------------------------------------------------------------------------------
     @property

@@ -50,7 +50,11 @@ class Tokenizer(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.quantize = LFQ(bits=config.z_channels, factorized_bits=config.factorized_bits)
+        self.quantize = LFQ(
+            bits=config.z_channels,
+            factorized_bits=config.factorized_bits,
+            entropy_group_bits=config.entropy_group_bits,
+        )
 
     # ---- input checks ---------------------------------------------------------------------------------------
     def _check_frames(self, t: int) -> None:
