@@ -148,9 +148,12 @@ def fetch_image(page, selector: str) -> np.ndarray:
 
 def upload(page, selector: str, path: Path) -> None:
     """Put ``path`` into a Gradio file component, clearing the file it holds first (its input is gone then)."""
-    file_input = page.locator(f"{selector} input[type=file]")
+    box = page.locator(selector)
+    # wait until the component has rendered one or the other (under load it may still be empty when asked)
+    box.locator("input[type=file], button[aria-label='Clear']").first.wait_for(state="attached")
+    file_input = box.locator("input[type=file]")
     if not file_input.count():
-        page.locator(f"{selector} button[aria-label='Clear']").click()
+        box.locator("button[aria-label='Clear']").click()
     file_input.set_input_files(str(path))
 
 
