@@ -37,11 +37,14 @@ from open_magvit2.distributed import (
 )
 from open_magvit2.train.checkpoint import (
     Checkpointer,
+    Loaded,
     capture_rng,
     list_checkpoints,
     read_checkpoint,
+    read_state_file,
     resolve_resume,
     restore_rng,
+    shard_name,
 )
 from open_magvit2.train.config import RunConfig, to_dict
 from open_magvit2.train.guard import NonFiniteError, NonFiniteGuard
@@ -76,6 +79,7 @@ class TrainSession:
         self._values: dict[str, Any] = {}
         self._expected: dict[str, tuple[Any, str]] = {}
         self._created = False
+        self._checked: Loaded | None = None  # rank 0: the checkpoint read while checking --resume, read once
         self.log: MetricsLog | None = None
         self.progress: Progress | None = None
         try:
@@ -107,6 +111,7 @@ class TrainSession:
             return None, {}, True  # (--resume auto on a run that never reached a checkpoint: it starts again)
         if loaded.state.get("kind") != self.kind:
             raise ValueError(f"{loaded.path} is a {loaded.state.get('kind')} checkpoint, not a {self.kind} one")
+        self._checked = loaded
         if loaded.meta["world_size"] != self.ctx.world_size:
             raise ValueError(f"{loaded.path} was written by {loaded.meta['world_size']} ranks; resume it with the "
                              f"same number (torchrun --nproc-per-node/--nnodes), not {self.ctx.world_size}")
@@ -172,7 +177,9 @@ class TrainSession:
             return 0
         if self.ctx.is_main:
             print(f"resuming from {self.resume_from}", file=sys.stderr)
-        loaded = read_checkpoint(self.resume_from, self.ctx)
+        loaded, self._checked = self._checked or read_checkpoint(self.resume_from, self.ctx), None
+        if loaded.meta.get("sharded") and loaded.shard is None:  # rank 0's own shard, not read by the check
+            loaded = loaded._replace(shard=read_state_file(loaded.path / shard_name(self.ctx.rank)))
         state = loaded.state
         for key, (value, message) in self._expected.items():
             if state.get(key) != value:
