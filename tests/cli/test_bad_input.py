@@ -48,7 +48,7 @@ def write_bomb_png(path: Path, width: int, height: int) -> Path:
 def env(tmp_path_factory, gen_dir, video_ckpt, clip, photos) -> SimpleNamespace:
     d = tmp_path_factory.mktemp("bad")
     e = SimpleNamespace(d=d, ckpt=str(IMAGE_CKPT), gen=str(gen_dir), vckpt=str(video_ckpt), clip=str(clip),
-                        photos=str(photos), img=str(photos / "a.png"), out=str(d / "out"))
+                        photos=str(photos), img=str(photos / "a.png"), out=str(d / "out"), clips=str(clip.parent))
     (d / "file.txt").write_text("a file, not a folder")
     e.file = str(d / "file.txt")
     e.folder = str(d)
@@ -77,6 +77,10 @@ def env(tmp_path_factory, gen_dir, video_ckpt, clip, photos) -> SimpleNamespace:
 
     torch.save({"state_dict": {"w": Evil()}}, d / "evil.ckpt")
     np.savez(d / "no_arr0.npz", images=np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez(d / "images.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))  # evaluate-video-generator sample files
+    np.savez(d / "float_clips.npz", arr_0=np.zeros((2, 9, 8, 8, 3), np.float32))
+    np.savez(d / "clips8.npz", arr_0=np.zeros((2, 8, 8, 8, 3), np.uint8))
+    np.savez(d / "clips.npz", arr_0=np.zeros((2, 9, 8, 8, 3), np.uint8), labels=np.zeros(2, np.int64))
     from open_magvit2.eval.backbones import write_random_backbones  # evaluate-tokenizer's rFID network
 
     e.inception = str(write_random_backbones(d / "hub", only=("inception",))["inception"])
@@ -140,6 +144,10 @@ CLI_CASES = [
     ("temperature-0", "sample-fid -c {gen} -o {out}.npz --temperature 0", r"temperature must be > 0"),
     ("top-p-0", "generate -c {gen} --classes 1 -o {out} --top-p 0", r"top_p must lie in \(0, 1\]"),
     ("top-k-fraction", "generate -c {gen} --classes 1 -o {out} --top-k 1.5", r"PRE,POST"),
+    ("cfg-three-values", "generate -c {gen} --classes 1 -o {out} --cfg 1.5,2,2", r"--cfg 1.5,2,2: the model has 2 "
+     r"sub-tokens; give one number for all or 2 comma-separated ones \(PRE,POST\)$"),
+    ("top-p-three-values", "sample-fid -c {gen} -o {out}.npz --top-p 0.9,1,1", r"--top-p 0.9,1,1: the model has 2 "
+     r"sub-tokens"),
     ("class-out-of-range", "generate -c {gen} --classes 99 -o {out}", r"\[0, 16\)"),
     ("num-per-class-0", "sample-fid -c {gen} -o {out}.npz --num-per-class 0", r"whole number >= 1"),
     ("fid-output-is-a-folder", "sample-fid -c {gen} -o {folder}", r"is an existing folder; name a file"),
@@ -164,6 +172,24 @@ CLI_CASES = [
      r"error: .*/corrupt.png: cannot read the image \(.+\); is it a complete image file\?$"),
     ("eval-samples-no-arr0", "evaluate-generator --samples {d}/no_arr0.npz --reference {d}/no_arr0.npz",
      r"no 'arr_0' array"),
+    # evaluate-video-generator: samples, reference and I3D file are checked before any clip is read
+    ("evalvg-samples-missing", "evaluate-video-generator --samples {d}/none.npz --reference {clips} -o {out}",
+     r"error: video samples file not found: .*/none\.npz$"),
+    ("evalvg-samples-no-arr0", "evaluate-video-generator --samples {d}/no_arr0.npz --reference {clips} -o {out}",
+     r"error: .*/no_arr0\.npz has no 'arr_0' array \(it holds \['images'\]\); video sample files store clips as "
+     r"arr_0 uint8 \(N, T, H, W, 3\) clips, labels int64 \(N,\)$"),
+    ("evalvg-samples-images", "evaluate-video-generator --samples {d}/images.npz --reference {clips} -o {out}",
+     r"error: .*/images\.npz: 'arr_0' must be uint8 \(N, T, H, W, 3\) clips, got uint8 \(2, 8, 8, 3\); it holds "
+     r"images: evaluate them with evaluate-generator$"),
+    ("evalvg-samples-float", "evaluate-video-generator --samples {d}/float_clips.npz --reference {clips} -o {out}",
+     r"error: .*/float_clips\.npz: 'arr_0' must be uint8 \(N, T, H, W, 3\) clips, got float32 \(2, 9, 8, 8, 3\)$"),
+    ("evalvg-samples-8-frames", "evaluate-video-generator --samples {d}/clips8.npz --reference {clips} -o {out}",
+     r"error: .*/clips8\.npz: 'arr_0' holds clips of 8 frames; the I3D of FVD needs at least 9 \(it halves time "
+     r"three times, then pools over 2 steps\)$"),
+    ("evalvg-reference-no-videos", "evaluate-video-generator --samples {d}/clips.npz --reference {photos} -o {out}",
+     r"error: no video files \(\.avi, \.mp4, \.webm, \.mkv, \.mov\) found in .*photos\d*$"),
+    ("evalvg-i3d-weights-missing", "evaluate-video-generator --samples {d}/clips.npz --reference {clips} "
+     "--i3d-weights {d}/none.pt -o {out}", r"error: weights file not found: .*/none\.pt\. Expected I3D Kinetics-400"),
     # tokenize-dataset: a token grid too small for the tokenizer and the generator is refused before any write
     ("tokenize-dataset-grid-1x1", "tokenize-dataset -c {ckpt} --data {photos} --size 2 --output {out} --workers 0",
      r"--size 2 must be a multiple of 2 and at least 4 \(a 2×2 token grid"),
@@ -173,6 +199,29 @@ CLI_CASES = [
      r"a\.png is a file; pass the folder that holds the images"),
     ("tokenize-shards-two-inputs", "tokenize {img} {img} -c {ckpt} -o {out} --shards",
      r"--shards reads one image folder or WebDataset shards"),
+    # tokenize-dataset with a video tokenizer: clips of --frames every --stride frames ({clip}: 7 frames)
+    ("tokenize-dataset-frames-0", "tokenize-dataset -c {vckpt} --data {clips} --output {out} --frames 0",
+     r"argument --frames: expected a whole number >= 1, got '0'$"),
+    ("tokenize-dataset-stride-0", "tokenize-dataset -c {vckpt} --data {clips} --output {out} --stride 0",
+     r"argument --stride: expected a whole number >= 1, got '0'$"),
+    ("tokenize-dataset-clip-too-short", "tokenize-dataset -c {vckpt} --data {clip} --output {out} --frames 9",
+     r"error: .*/clip.mp4: the video has 7 frames, fewer than --frames 9; pass --frames 7 or fewer$"),
+    ("tokenize-dataset-only-clip-too-short", "tokenize-dataset -c {vckpt} --data {clips} --output {out}",
+     r"error: .*/clip.mp4: the video has 7 frames, fewer than --frames 17; pass --frames 7 or fewer$"),
+    ("tokenize-dataset-frames-not-2k+1", "tokenize-dataset -c {vckpt} --data {clips} --output {out} --frames 4",
+     r"error: --frames 4 does not fit this video tokenizer: a clip has 1 \+ k·2 frames \(2 = 2\^1 temporal "
+     r"downsamplings\); pass --frames 3 or 5$"),
+    ("tokenize-dataset-frames-image-tokenizer", "tokenize-dataset -c {ckpt} --data {photos} --output {out} --frames 5",
+     r"error: --frames and --stride cut videos into clips, but .*tokenizer.ckpt is an image tokenizer; pass a video "
+     r"tokenizer, or drop them$"),
+    ("tokenize-dataset-images-to-video-tokenizer", "tokenize-dataset -c {vckpt} --data {photos} --output {out}",
+     r"error: --data .* holds images, not videos; the checkpoint is a video tokenizer: pass an image tokenizer to "
+     r"tokenize images, or a folder of videos \(CLASS/\*.avi\|mp4\)$"),
+    ("tokenize-dataset-videos-to-image-tokenizer", "tokenize-dataset -c {ckpt} --data {clips} --output {out}",
+     r"error: --data .* holds videos, not images; the checkpoint is an image tokenizer: pass a video tokenizer "
+     r"\(e.g. -c video_128_262144\) to tokenize videos$"),
+    ("tokenize-dataset-video-file-to-image-tokenizer", "tokenize-dataset -c {ckpt} --data {clip} --output {out}",
+     r"error: .*/clip.mp4 is a video; the checkpoint is an image tokenizer"),
 ]
 
 

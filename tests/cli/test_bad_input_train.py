@@ -139,6 +139,15 @@ CASES = [
      r"2 classes"),
     ("gen-bits-mismatch", GEN + " --set model_args.factorized_bits=[4,4]", r"sums to 8 but the data's tokens have "
      r"18 bits"),
+    ("gen-recipe-bits-mismatch", GEN.replace("-c tiny", "-c tiny_32bit"), r"model_args\.factorized_bits=\[8, 8, 8, 8\] "
+     r"sums to 32 but the data's tokens have 18 bits; the sub-token bits must add up to the tokenizer's$"),
+    ("gen-tokenizer-bits-mismatch", GEN.replace("-c tiny", "-c tiny_32bit").replace("{tokens}", "{photos}")
+     + " --set data.tokenizer={d}/ar_tiny.ckpt --set data.size=32", r"model_args\.factorized_bits=\[8, 8, 8, 8\] "
+     r"sums to 32 but the data's tokens have 18 bits"),
+    ("gen-split-zero", GEN + " --set model_args.factorized_bits=[9,0,9]", r"factorized_bits must be positive ints "
+     r"such as \(6, 12\), got \[9, 0, 9\]$"),
+    ("gen-sample-cfg-count", GEN + " --set model_args.sample_cfg_scale=[1.5,2,2]", r"sample_cfg_scale has 3 values "
+     r"but factorized_bits \(6, 12\) makes 2 sub-tokens; give one value per sub-token$"),
     ("gen-sample-classes", GEN + " --set samples.classes=[7]", r"samples\.classes \[7\] outside \[0, 2\)"),
     ("gen-batch-0", GEN + " --set data.batch_size=0", r"data\.batch_size and data\.size must be >= 1"),
     ("gen-too-few", GEN.replace("data.batch_size=2", "data.batch_size=64"), r"make no batch of 64"),

@@ -201,3 +201,40 @@ def test_codebook_usage_on_known_index_sets():
     assert full.usage == 1.0 and full.entropy_bits() == pytest.approx(3.0)
     with pytest.raises(ValueError, match="outside"):
         u.update(torch.tensor([16]))
+
+
+def test_codebook_usage_sparse_past_24_bits_equals_dense_counts():
+    """Past 2^24 codes the counts are kept sparse: same used / usage / entropy as a brute-force count, any K to 62,
+    and a saved state reads back."""
+    g = torch.Generator().manual_seed(0)
+    for bits in (25, 32, 62):
+        u = M.CodebookUsage(bits)
+        assert not u.dense
+        hi = torch.randint(0, 2**bits - 1, (40,), generator=g) if bits < 62 else torch.randint(
+            2**61, 2**62 - 1, (40,), generator=g)
+        batches = [hi[torch.randint(0, 40, (n,), generator=g)] for n in (17, 0, 64, 5)]
+        for b in batches:
+            u.update(b)
+        allv = torch.cat(batches).tolist()
+        truth = {v: allv.count(v) for v in set(allv)}
+        assert u.used == len(truth) and u.usage == len(truth) / 2**bits
+        assert sorted(u.seen_counts().tolist()) == sorted(truth.values())
+        p = torch.tensor(sorted(truth.values()), dtype=torch.float64) / len(allv)
+        assert u.entropy_bits() == pytest.approx(float(-(p * p.log2()).sum()))
+        v = M.CodebookUsage(bits)
+        v.load_state(u.state())
+        assert v.codes.tolist() == sorted(truth) and v.used == u.used
+        with pytest.raises(ValueError, match="outside"):
+            u.update(torch.tensor([-1]))
+    with pytest.raises(ValueError, match=r"1\.\.62"):
+        M.CodebookUsage(63)
+
+
+def test_codebook_usage_all_reduce_merges_sparse_counts_of_ranks(monkeypatch):
+    """Two ranks' sparse counts merge into exact sums (all_gather_objects stubbed by the two states)."""
+    a, b = M.CodebookUsage(40), M.CodebookUsage(40)
+    a.update(torch.tensor([5, 2**39, 5]))
+    b.update(torch.tensor([7, 5]))
+    monkeypatch.setattr(M, "all_gather_objects", lambda obj, ctx: [a.state(), b.state()])
+    a.all_reduce(None)
+    assert a.codes.tolist() == [5, 7, 2**39] and a.counts.tolist() == [3, 1, 1]

@@ -10,6 +10,7 @@ from torch._dynamo.testing import CompileCounter
 
 from open_magvit2.generator import generate_tokens
 from open_magvit2.generator import sampling as sampling_module
+from open_magvit2.generator.kv_cache import KVCache
 
 LABELS = torch.tensor([0, 3, 7])
 
@@ -64,25 +65,99 @@ def test_temperature_and_top_p_match_brute_force(tiny_transformer, top_k):
     assert len(set(out.post.flatten().tolist())) > 100  # really random, not greedy
 
 
-def test_decode_step_keeps_one_shape(make_small, monkeypatch):
-    """Every argument of every decode step (the caches included) has the same shape, dtype and storage."""
+def _record_cache_reads(monkeypatch):
+    """Patch KVCache.update to record (int position?, keys' shape, keys' storage, cache size, cache) of every
+    cache read."""
     seen = []
-    step = sampling_module.decode_one_token
+    update = KVCache.update
 
-    def recording(model, pre, post, input_pos, state, g):
-        cache = state.spatial[0]
-        seen.append((pre.shape, post.shape, input_pos.shape, cache.k.shape, cache.k.data_ptr(), int(input_pos)))
-        return step(model, pre, post, input_pos, state, g)
+    def recording(self, input_pos, k, v):
+        keys, values = update(self, input_pos, k, v)
+        seen.append((isinstance(input_pos, int), keys.shape, keys.data_ptr(), self.max_len, id(self)))
+        return keys, values
 
-    monkeypatch.setattr(sampling_module, "decode_one_token", recording)
+    monkeypatch.setattr(KVCache, "update", recording)
+    return seen
+
+
+def test_fixed_shape_decode_step_keeps_one_shape(make_small, monkeypatch):
+    """The compiled path's state (fixed_shape=True): every decode step writes through a (1,) position tensor and
+    reads the whole cache, same shape and storage from the first token to the last."""
+    model = make_small()
+    g = sampling_module.Guidance(2, (1.5, 2.0), (True, True))
+    labels = torch.tensor([1, 4, 5, 5])
+    state = sampling_module.DecodeState.new(model, g.rows, fixed_shape=True)
+    seen = _record_cache_reads(monkeypatch)
+    with torch.no_grad():
+        sampling_module.prefill(model, labels, state, g)
+        tokens = (torch.zeros(4, dtype=torch.int64), torch.ones(4, dtype=torch.int64))
+        pos = state.position(0)
+        for _ in range(1, model.config.seq_len):
+            pos += 1
+            sampling_module.decode_one_token(model, tokens, pos, state, g)
+    assert len(seen) > model.config.seq_len and not any(s[0] for s in seen)
+    for cache in {s[-1] for s in seen}:  # each cache: one shape and one storage at every call
+        assert len({s[1:3] for s in seen if s[-1] == cache}) == 1
+        assert {s[1][2] for s in seen if s[-1] == cache} == {[s[3] for s in seen if s[-1] == cache][0]}
+
+
+def test_eager_decode_reads_only_the_filled_prefix(make_small, monkeypatch):
+    """Eager sampling: int positions, and the attention at spatial position n reads the n + 1 filled slots of the
+    cache (intra position i: i + 1), in the cache's own storage — never the whole fixed-size cache."""
+    seen = _record_cache_reads(monkeypatch)
     model = make_small()
     generate_tokens(model, torch.tensor([1, 4]), cfg_scale=(1.5, 2.0), generator=torch.Generator().manual_seed(0))
-    assert [s[-1] for s in seen] == list(range(1, model.config.seq_len))  # one call per token after the prefill
-    assert len({s[:-1] for s in seen}) == 1
+    n, m, blocks = model.config.seq_len, model.config.sub_tokens, model.config.n_layers
+    assert all(s[0] for s in seen)
+    spatial = [s[1][2] for s in seen if s[3] == n]
+    intra = [s[1][2] for s in seen if s[3] == m]
+    assert spatial == [p + 1 for p in range(n) for _ in range(blocks)]
+    assert intra == [i + 1 for _ in range(n) for i in range(m) for _ in range(model.config.n_intra_layers)]
+
+
+@pytest.mark.parametrize("bits", [(6, 12), (4, 4, 4)])
+def test_prefix_reads_give_the_masked_logits(make_small, bits):
+    """The same tokens decoded through an eager state (filled prefix, no mask) and a fixed-shape one (whole cache
+    through the mask): the same guided logits at every step and sub-token, up to float summation order (a few
+    float32 ulps of logits of about ±30)."""
+    model = make_small(factorized_bits=bits, sample_cfg_scale=None, sample_temperature=None)
+    m, n = model.config.sub_tokens, model.config.seq_len
+    g = sampling_module.Guidance(2, (1.5,) * m, (True,) * m)
+    labels = torch.tensor([1, 4, 5, 5])
+    tokens = [torch.randint(0, v, (n, 2), generator=torch.Generator().manual_seed(i)).repeat(1, 2)
+              for i, v in enumerate(model.config.vocab_sizes)]
+    runs = []
+    with torch.no_grad():
+        for fixed in (False, True):
+            state = sampling_module.DecodeState.new(model, g.rows, fixed_shape=fixed)
+            logits = [sampling_module.prefill(model, labels, state, g)]
+            for p in range(n):
+                logits += [sampling_module.sub_token_logits(model, tokens[i - 1][p], i, state, g) for i in range(1, m)]
+                if p + 1 < n:
+                    step = tuple(t[p] for t in tokens)
+                    logits.append(sampling_module.decode_one_token(model, step, state.position(p + 1), state, g))
+            runs.append(logits)
+    for eager, masked in zip(*runs):
+        torch.testing.assert_close(eager, masked, atol=1e-4, rtol=1e-5)  # logits of about ±30
+
+
+def test_an_int_position_prefills_several_tokens_causally(make_small):
+    """Several positions at once through an int position (causal mask over the new slots): the teacher-forced
+    hidden states, in one chunk or two."""
+    model = make_small()
+    x = torch.randn(2, model.config.seq_len, model.config.dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model.spatial(x)
+        caches, _ = model.new_caches(2, dtype=torch.float32, device=torch.device("cpu"))
+        whole = model.spatial(x, 0, caches)
+        caches, _ = model.new_caches(2, dtype=torch.float32, device=torch.device("cpu"))
+        parts = torch.cat([model.spatial(x[:, :5], 0, caches), model.spatial(x[:, 5:], 5, caches)], dim=1)
+    torch.testing.assert_close(whole, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(parts, want, atol=1e-5, rtol=1e-5)
 
 
 def test_compiled_decode_step_compiles_once(make_small):
-    """Through torch.compile (a counting backend): two graphs — decode_one_token and post_logits — for all 63
+    """Through torch.compile (a counting backend): two graphs — decode_one_token and sub_token_logits — for all 63
     decode steps of an 8×8 grid, and none more for a second run with other labels."""
     torch._dynamo.reset()
     counter = CompileCounter()

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from open_magvit2.data.pretokenize import tokenize_dataset
 from open_magvit2.train.config import load_recipe
 from open_magvit2.train.generator import GeneratorTrainConfig
+from open_magvit2.train.session import TrainSession
 
 from official import write_official_ckpt
 
@@ -72,3 +73,16 @@ def torchrun(args: list[str], *, nproc: int = 2, timeout: float = 300) -> subpro
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def stop_after(monkeypatch, stop: int) -> None:
+    """Simulate a crash right after the checkpoint of step ``stop``."""
+    real = TrainSession.save
+
+    def save(self, step):
+        path = real(self, step)
+        if step == stop:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(TrainSession, "save", save)

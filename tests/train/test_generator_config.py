@@ -77,6 +77,8 @@ def test_architecture_from_the_data():
     c = resolve_generator_config("tiny", {}, _data())
     assert (c.grid_size, c.factorized_bits, c.num_classes, c.dim) == (8, (6, 12), 4, 128)
     assert resolve_generator_config("tiny", {}, _data(bits=14)).factorized_bits == (4, 10)  # K // 3, K − K // 3
+    assert resolve_generator_config("tiny", {}, _data(bits=32)).factorized_bits == (8, 8, 8, 8)  # past 18: 8 bits
+    assert resolve_generator_config("tiny", {}, _data(bits=20)).factorized_bits == (8, 8, 4)
     assert resolve_generator_config("tiny", {}, _data(bits=14, split=(7, 7))).factorized_bits == (7, 7)
     c = resolve_generator_config("B", {"grid_size": 8, "factorized_bits": [9, 9], "num_classes": 4}, _data())
     assert (c.grid_size, c.factorized_bits, c.num_classes, c.n_layers) == (8, (9, 9), 4, 24)

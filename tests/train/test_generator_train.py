@@ -16,10 +16,9 @@ from open_magvit2.cli import main
 from open_magvit2.data.tokens import TokenShards, build_token_stream
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorTransformer, ImageGenerator, generator_loss
 from open_magvit2.quantize import factorize_indices
-from open_magvit2.train.session import TrainSession
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generator_helpers import NO_DROPOUT, TINY, ar_ckpt, metrics, token_set, weights
+from generator_helpers import NO_DROPOUT, TINY, ar_ckpt, metrics, stop_after, token_set, weights
 
 from official import official_state_dict
 
@@ -65,19 +64,6 @@ def test_tiny_recipe_overfits_and_greedy_samples_reproduce_the_data(tokens, tmp_
     assert gen.sample_images(labels[:2]).shape == (2, 3, 32, 32)  # its tokenizer came along
 
 
-def _stop_after(monkeypatch, stop: int) -> None:
-    """Simulate a crash right after the checkpoint of step ``stop``."""
-    real = TrainSession.save
-
-    def save(self, step):
-        path = real(self, step)
-        if step == stop:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(TrainSession, "save", save)
-
-
 @pytest.mark.parametrize(
     "augment, extra",
     [
@@ -91,7 +77,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch, aug
     data = token_set(tmp_path, augment=augment)
     sets = [f"--set={s}" for s in ["data.batch_size=2", "run.save_every=3", "run.log_every=1", *extra]]
     _train(data, tmp_path / "whole", "--max-steps", "6", *sets)
-    _stop_after(monkeypatch, 3)
+    stop_after(monkeypatch, 3)
     args = ["--config", str(TINY), "--data", str(data), "--output", str(tmp_path / "split"), "--max-steps", "6", *sets]
     assert main(["train-generator", *args]) == 130  # the CLI's exit code for an interrupt
     monkeypatch.undo()

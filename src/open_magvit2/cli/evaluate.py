@@ -1,4 +1,5 @@
-"""``evaluate-tokenizer``, ``evaluate-generator``, ``evaluate-video``: the paper's tables, one command per row.
+"""``evaluate-tokenizer``, ``evaluate-generator``, ``evaluate-video``, ``evaluate-video-generator``: the paper's
+tables, one command per row, and FVD of generated videos.
 
 Thin recipes over :mod:`open_magvit2.eval`; every metric network is read from a file (``--*-weights``) or the
 torch hub cache, never downloaded. See docs/evaluation.md for the command of each table row.
@@ -101,6 +102,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_strict_arg(p)
     p.set_defaults(func=run_evaluate_video)
 
+    p = sub.add_parser(
+        "evaluate-video-generator",
+        help="FVD (I3D) of generated clips (.npz) against real videos",
+        description="FVD with the I3D of evaluate-video: the samples' uint8 clips and one clip per reference video "
+        "(the centre window of the samples' T frames, shorter side resized to their size, centre crop) → per-frame "
+        "bilinear 224 → I3D 400 logits → Fréchet distance (the official FVD arithmetic). Writes OUTPUT/metrics.json, "
+        "metrics.md and reference_i3d.npz, the reference features, which a later run takes as --reference. Runs "
+        "under torchrun. A reference video that cannot be read is left out, listed in metrics.json and named at "
+        "the end (exit 2).",
+    )
+    p.add_argument("--samples", required=True, help="video samples .npz (arr_0: uint8 N×T×H×W×3, labels: N)")
+    p.add_argument("--reference", required=True, help="real videos: a folder (class sub-folders allowed), an .npz "
+                   "of clips like the samples, or the reference_i3d.npz of an earlier run")
+    p.add_argument("--max-reference", type=positive_int, default=None,
+                   help="use an evenly spaced subset of N reference videos")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="clips per I3D pass (default 16)")
+    _add_backbone_args(p, inception=False, i3d=True, lpips=False)
+    _add_run_args(p, output_required=False)
+    add_strict_arg(p)
+    p.set_defaults(func=run_evaluate_video_generator)
+
 
 def _add_backbone_args(p: argparse.ArgumentParser, *, inception: bool, i3d: bool, lpips: bool = True) -> None:
     g = p.add_argument_group("metric network weights (default: the official file name in the torch hub cache)")
@@ -199,4 +221,26 @@ def run_evaluate_video(args: argparse.Namespace) -> int:
         print(f"skipped {len(result.skipped)} videos shorter than {args.num_frames} frames (listed in metrics.json)")
     listed = result.num_clips + len(result.skipped) + len(result.unreadable)
     _check_unreadable(result.unreadable, result.num_clips, listed, "videos")
+    return 0
+
+
+def run_evaluate_video_generator(args: argparse.Namespace) -> int:
+    from open_magvit2.eval.video_generation import VideoGeneratorEvalConfig, evaluate_video_generator
+
+    if args.output:
+        output_dir(args.output)
+    cfg = VideoGeneratorEvalConfig(
+        samples=args.samples, reference=args.reference, output=args.output, i3d_weights=args.i3d_weights,
+        max_reference=args.max_reference, batch_size=args.batch_size, device=args.device, num_workers=args.workers,
+        progress=not args.no_progress, strict=args.strict,
+    )
+    result = evaluate_video_generator(cfg)
+    if result is None:  # not rank 0
+        return 0
+    _print(result, args.output)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} reference videos shorter than {result.frames} frames (listed in "
+              "metrics.json)")
+    listed = result.num_reference + len(result.skipped) + len(result.unreadable)
+    _check_unreadable(result.unreadable, result.num_reference, listed, "reference videos")
     return 0

@@ -22,7 +22,8 @@ from open_magvit2.generator.fid import sample_class, sample_fid_npz
 from open_magvit2.generator.sampling import check_sampling
 from open_magvit2.imaging import image_grid, save_image
 
-SAMPLING_HELP = "one value for both sub-tokens, or PRE,POST"
+SAMPLING_HELP = "one value for every sub-token, or one per sub-token: PRE,POST for the released models (S1,S2,…,SM " \
+    "for M sub-tokens)"
 NOT_AR = "pass an AR_256_* checkpoint (tokenizers reconstruct, they do not generate)"
 FID_TIMEOUT_S = 6 * 3600.0  # ranks wait for each other once, after sampling; a rank may finish hours earlier
 
@@ -75,28 +76,43 @@ def _add_sampling(p: argparse.ArgumentParser, seed: int) -> None:
     p.add_argument("--batch-size", type=positive_int, default=50, help="images per forward batch (default 50)")
 
 
-def _pair(text: str | None, kind: type, name: str) -> tuple | None:
+def _per_sub_token(text: str | None, kind: type, name: str) -> float | int | tuple | None:
+    """``--name 1.5`` → 1.5 (every sub-token); ``--name 1.5,2`` → (1.5, 2.0), one per sub-token."""
     if text is None:
         return None
     try:
         values = tuple(kind(v) for v in str(text).split(","))
     except ValueError:
-        raise ValueError(f"--{name} {text!r}: expected a number or PRE,POST") from None
-    if len(values) not in (1, 2):
-        raise ValueError(f"--{name} {text!r}: expected a number or PRE,POST")
-    return values if len(values) == 2 else values * 2
+        raise ValueError(f"--{name} {text!r}: expected a number or one per sub-token, PRE,POST for the released "
+                         "models") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _sampling(args: argparse.Namespace) -> dict:
-    """The sampling settings, checked before any model is loaded (None = the model's default)."""
+    """The sampling settings, checked before any model is loaded (None = the model's default); their count per
+    sub-token is checked against the model by :func:`_per_sub_token_of`."""
     settings = dict(
-        cfg_scale=_pair(args.cfg, float, "cfg"),
-        temperature=_pair(args.temperature, float, "temperature"),
-        top_k=_pair(args.top_k, int, "top-k"),
-        top_p=_pair(args.top_p, float, "top-p"),
+        cfg_scale=_per_sub_token(args.cfg, float, "cfg"),
+        temperature=_per_sub_token(args.temperature, float, "temperature"),
+        top_k=_per_sub_token(args.top_k, int, "top-k"),
+        top_p=_per_sub_token(args.top_p, float, "top-p"),
     )
     check_sampling(**{k: v for k, v in settings.items() if v is not None})
     return settings
+
+
+def _per_sub_token_of(sampling: dict, gen: ImageGenerator) -> dict:
+    """The settings as one value per sub-token of this model (a number applies to all; None stays the model's
+    default), before any sampling: what ``sample-fid`` records for its resume check."""
+    m, out = gen.config.sub_tokens, {}
+    for name, flag in (("cfg_scale", "cfg"), ("temperature", "temperature"), ("top_k", "top-k"), ("top_p", "top-p")):
+        value = sampling[name]
+        if isinstance(value, tuple) and len(value) != m:
+            values = ",".join(f"{v:g}" for v in value)
+            raise ValueError(f"--{flag} {values}: the model has {m} sub-tokens; give one number for all or {m} "
+                             f"comma-separated ones" + (" (PRE,POST)" if m == 2 else ""))
+        out[name] = value if value is None or isinstance(value, tuple) else (value,) * m
+    return out
 
 
 def _load(args: argparse.Namespace, device: str | None = None) -> ImageGenerator:
@@ -118,6 +134,7 @@ def run_generate(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     output_dir(args.output)
     gen = _load(args)
+    sampling = _per_sub_token_of(sampling, gen)
     _check_classes(args.classes, gen)
     names = read_class_names(resolve_checkpoint(args.checkpoint, gen.model_type), gen.config.num_classes)
     folders = class_folders(args.classes, names)
@@ -153,6 +170,7 @@ def run_sample_fid(args: argparse.Namespace) -> int:
     output_file(out)
     with process_group(args.device, timeout_s=FID_TIMEOUT_S) as ctx:
         gen = _load(args, str(ctx.device))
+        sampling = _per_sub_token_of(sampling, gen)
         classes = list(range(gen.config.num_classes)) if args.classes is None else args.classes
         _check_classes(classes, gen)
         if len(set(classes)) != len(classes):

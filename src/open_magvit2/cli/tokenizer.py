@@ -185,9 +185,11 @@ def _tokenize_set(args: argparse.Namespace) -> int:
                              shard_size=args.shard_size, weights=args.weights, device=args.device,
                              num_workers=max(0, args.workers), labels=args.labels, strict=args.strict,
                              verbose=not args.no_progress)
-    print(f"{index['num_samples']} images → {args.output} ({len(index['shards'])} shard(s), grid "
-          f"{index['grid'][0]}×{index['grid'][1]})")
-    unreadable = Unreadable(index["num_samples"] + len(index["skipped"]), "images")
+    what = "clips" if "frames" in index else "images"  # a video tokenizer makes a video token set
+    print(f"{index['num_samples']} {what} → {args.output} ({len(index['shards'])} shard(s), grid "
+          f"{'×'.join(str(g) for g in index['grid'])})")
+    unreadable = Unreadable(index.get("num_videos", index["num_samples"] + len(index["skipped"])),
+                            "videos" if "frames" in index else "images")
     for key, reason in index["skipped"]:  # the batch rule: the set is finished without them, exit 2
         unreadable.skip(key, reason)
     unreadable.check()

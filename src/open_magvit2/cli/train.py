@@ -70,10 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "tokenize-dataset",
-        help="encode an image folder or WebDataset shards once into token shards for generator training",
+        help="encode an image folder or WebDataset shards (or, with a video tokenizer, a folder of videos) once "
+        "into token shards for generator training",
         description="Write the LFQ indices, labels and source keys of every image into memory-mappable shards with "
-        "an index.json (and the tokenizer, in TOKENS_DIR/tokenizer/). Runs under torchrun with the ranks splitting "
-        "the shards; rerun the same command to resume a partial output; ends with a verification pass.",
+        "an index.json (and the tokenizer, in TOKENS_DIR/tokenizer/). With a video tokenizer, --data is a folder of "
+        "videos (class sub-folders, CLASS/*.avi|mp4) or one video, cut into clips of --frames frames every --stride "
+        "frames. Runs under torchrun with the ranks splitting the shards; rerun the same command to resume a partial "
+        "output; ends with a verification pass.",
         epilog=GENERATOR_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -107,16 +110,24 @@ def _add_tokenize_args(p: argparse.ArgumentParser) -> None:
                    help="the tokenizer: an official tokenizer or AR .ckpt (an AR file gives its own first stage), a "
                         "save_pretrained folder or a released name (default: the bundled demo image tokenizer)")
     p.add_argument("--data", required=True, help="image folder (class subfolders give the labels) or WebDataset .tar "
-                                                 "shards (a .tar, a folder of them, or a brace pattern)")
-    p.add_argument("--size", required=True, type=positive_int, help="resize the shorter side and crop to SIZE")
+                                                 "shards (a .tar, a folder of them, or a brace pattern); for a video "
+                                                 "tokenizer a folder of videos (class subfolders) or one video")
+    p.add_argument("--size", type=positive_int, default=None, help="resize the shorter side and crop to SIZE (default: "
+                   "the tokenizer's own size, 16 × its downsampling factor: 128 for the video model)")
+    p.add_argument("--frames", type=positive_int, default=None,
+                   help="video tokenizer: frames per clip, 1 + k·4 for the released model (default: 17, its clip)")
+    p.add_argument("--stride", type=positive_int, default=None,
+                   help="video tokenizer: frames from one clip's start to the next (default: --frames, no overlap)")
     p.add_argument("--output", required=True, type=Path, help="token set folder (new, or a partial one to resume)")
     p.add_argument("--augment", choices=("none", "flip", "tencrop"), default="none",
                    help="views per image: centre crop (none), + its mirror (flip), or ten-crop (default: none)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per encoder call (default: 32)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images or clips per encoder call (default: 32 images, 4 clips)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema",
                    help="which weights of an official tokenizer .ckpt (default: ema; AR files hold raw ones)")
-    p.add_argument("--shard-size", type=positive_int, default=4096,
-                   help="images per token shard for an image folder (default: 4096; WebDataset: one per .tar)")
+    p.add_argument("--shard-size", type=positive_int, default=None,
+                   help="images (videos) per token shard for a folder (default: 4096 images, 256 videos; WebDataset: "
+                        "one per .tar)")
     p.add_argument("--workers", "--num-workers", dest="num_workers", type=int, default=2,
                    help="image-decoding processes per rank (default: 2; 0 = in the main process)")
     add_strict_arg(p)
@@ -157,10 +168,17 @@ def run_tokenize_dataset(args: argparse.Namespace) -> int:
     default_to_demo(args, "image tokenizer")
     index = tokenize_dataset(args.checkpoint, args.data, args.size, args.output, augment=args.augment,
                              batch_size=args.batch_size, shard_size=args.shard_size, weights=args.weights,
-                             device=args.device, num_workers=args.num_workers, strict=args.strict)
+                             device=args.device, num_workers=args.num_workers, strict=args.strict,
+                             frames=args.frames, stride=args.stride)
     grid = "×".join(str(g) for g in index["grid"])
-    print(f"{index['num_samples']} images × {index['views']} view(s) of {grid} tokens → {args.output}")
-    unreadable = Unreadable(index["num_samples"] + len(index["skipped"]), "images")
+    if "frames" in index:  # a video token set
+        videos = index["num_videos"]
+        print(f"{index['num_samples']} clips of {index['frames']} frames (stride {index['stride']}) from "
+              f"{videos - len(index['skipped'])} videos, {grid} tokens each → {args.output}")
+        unreadable = Unreadable(videos, "videos")
+    else:
+        print(f"{index['num_samples']} images × {index['views']} view(s) of {grid} tokens → {args.output}")
+        unreadable = Unreadable(index["num_samples"] + len(index["skipped"]), "images")
     for key, reason in index["skipped"]:  # the batch rule: the set is finished without them, exit 2
         unreadable.skip(key, reason)
     unreadable.check()

@@ -5,7 +5,8 @@ under torchrun) and generator training, which reads the shards with random acces
 (the official AR loop re-encodes every image at every step; docs/design.md O-30, and O-11 for the indices)::
 
     TOKENS_DIR/
-      index.json                  format, version, grid [h, w], bits, views, dtype, num_samples, shards, tokenizer, ...
+      index.json                  format, version, grid [h, w] (video: [t, h, w]), bits, views, dtype, num_samples,
+                                  shards, tokenizer, ... (video: frames, stride, num_videos)
       classes.json                optional: class names, label i = classes[i]
       shard-000000.tokens.npy     (n, V, h, w) int32 (int64 above 31 bits): full LSB-first LFQ indices (O-11)
       shard-000000.labels.npy     (n,) int64 class labels, −1 when unlabelled
@@ -14,7 +15,9 @@ under torchrun) and generator training, which reads the shards with random acces
       tokenizer/                  optional: the tokenizer that made the tokens (save_pretrained), so the set is
                                   self-contained (the generator trainer decodes samples with it, export ships it)
 
-``V`` is the number of augmented views per image (1; 2 with flips; 10 with ten-crop). Shard ``c`` holds a fixed
+``V`` is the number of augmented views per image (1; 2 with flips; 10 with ten-crop). A video token set (version 2,
+from a video tokenizer) holds (n, 1, t, h, w) grids of clips instead, keyed ``<video>#<first frame>``; image sets
+are still written as version 1, so older readers read them. Shard ``c`` holds a fixed
 chunk of the sample list, so a run can be resumed shard by shard under any number of ranks: each file is written
 atomically and the keys file is written last, so its presence marks a complete shard. :func:`finalize_index`
 checks every shard (counts, shapes, value range, no duplicate key) before it writes ``index.json``.
@@ -41,7 +44,8 @@ from open_magvit2.fileio import atomic_write
 from open_magvit2.generator.api import CLASSES_NAME
 
 FORMAT = "open-magvit2-tokens"
-VERSION = 1
+VERSION = 2  # the newest version this package reads; 2 added (t, h, w) grids (video token sets)
+GRID_VERSION = {2: 1, 3: 2}  # grid dimensions → the version a set is written as: image sets stay version 1
 INDEX_NAME = "index.json"
 TOKENIZER_DIR = "tokenizer"
 
@@ -53,7 +57,7 @@ class ShardFiles(NamedTuple):
 
 
 class TokenSample(NamedTuple):
-    tokens: np.ndarray  # (V, h, w) integer LFQ indices
+    tokens: np.ndarray  # (V, h, w) integer LFQ indices; (V, t, h, w) in a video set
     label: int  # −1 when unlabelled
     key: str
 
@@ -89,7 +93,8 @@ def write_skipped(directory: str | Path, shard_id: int, skipped: Sequence[tuple[
 def write_shard(
     directory: str | Path, shard_id: int, tokens: np.ndarray, labels: np.ndarray | Sequence[int], keys: Sequence[str]
 ) -> ShardFiles:
-    """Write shard ``shard_id``: tokens (n, V, h, w) (or (n, h, w) for one view), labels (n,), n keys.
+    """Write shard ``shard_id``: tokens (n, V, h, w) (or (n, h, w) for one view) or (n, V, t, h, w) for video
+    clips, labels (n,), n keys.
 
     Each file is written atomically, the keys last: a shard is complete exactly when its keys file exists.
     """
@@ -97,8 +102,9 @@ def write_shard(
     if tokens.ndim == 3:
         tokens = tokens[:, None]
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if tokens.ndim != 4 or not np.issubdtype(tokens.dtype, np.integer):
-        raise ValueError(f"tokens must be integer (n, V, h, w) or (n, h, w); got {tokens.dtype} {tokens.shape}")
+    if tokens.ndim not in (4, 5) or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"tokens must be integer (n, V, h, w), (n, h, w) or (n, V, t, h, w); got {tokens.dtype} "
+                         f"{tokens.shape}")
     if not len(tokens) == len(labels) == len(keys):
         raise ValueError(f"shard {shard_id}: {len(tokens)} token maps, {len(labels)} labels and {len(keys)} keys")
     files = shard_files(directory, shard_id)
@@ -170,7 +176,7 @@ def finalize_index(directory: str | Path, meta: Mapping[str, Any], num_shards: i
             f"; none of the images could be read, e.g. {skipped[0][0]} ({skipped[0][1]})" if skipped else ""))
     index = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": GRID_VERSION[len(shape) - 1],
         **{k: v for k, v in meta.items() if k not in ("format", "version")},
         "bits": bits,
         "views": shape[0],
@@ -246,9 +252,9 @@ class TokenShards:
         return int(self.index["bits"])
 
     @property
-    def grid(self) -> tuple[int, int]:
-        h, w = self.index["grid"]
-        return int(h), int(w)
+    def grid(self) -> tuple[int, ...]:
+        """(h, w) of an image set, (t, h, w) of a video set."""
+        return tuple(int(g) for g in self.index["grid"])
 
     @property
     def views(self) -> int:
@@ -287,7 +293,7 @@ class TokenShards:
 
 
     def view(self, i: int, v: int) -> np.ndarray:
-        """View ``v`` of sample ``i``: the (h, w) token map, read from the memory map."""
+        """View ``v`` of sample ``i``: the (h, w) token map ((t, h, w) in a video set), read from the memory map."""
         s, j = self._locate(i)
         return np.asarray(self._tokens[s][j, v])
 
@@ -297,7 +303,8 @@ class TokenShards:
 
 class TokenDataset(Dataset[Sample]):
     """``dataset[(epoch, index, position)]`` → a :class:`~open_magvit2.data.stream.Sample` whose ``pixels`` field
-    holds the int64 (h, w) token map of one view of sample ``index`` (its ``key`` is the index as a string).
+    holds the int64 (h, w) token map of one view of sample ``index``, (t, h, w) in a video set (its ``key`` is the
+    index as a string).
 
     With several views (flips, ten-crop) the view is drawn from ``sample_rng(seed, AUGMENT, epoch, index)``: a new
     augmentation each epoch, the same one on every resume and for any number of workers.
@@ -327,8 +334,9 @@ def build_token_stream(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> BatchStream:
-    """The training stream of one rank over a token set: ``{"tokens": int64 (B, h, w) LFQ indices, "label": int64
-    (B,), "key": list[str]}``, endless, resumable through ``state_dict`` (see :class:`BatchStream`)."""
+    """The training stream of one rank over a token set: ``{"tokens": int64 (B, h, w) LFQ indices ((B, t, h, w) for
+    a video set), "label": int64 (B,), "key": list[str]}``, endless, resumable through ``state_dict`` (see
+    :class:`BatchStream`)."""
     check_split(batch_size=batch_size, rank=rank, world_size=world_size, seed=seed, num_workers=num_workers)
     shards = TokenShards(directory)
     if len(shards.labels) and int(shards.labels.min()) < 0:

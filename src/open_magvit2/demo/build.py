@@ -15,7 +15,7 @@ The recipes are package data (``open_magvit2/configs/demo``; ``configs/`` in a c
 a checkout (``make demo-models``): the model card's pictures go to ``docs/model_zoo`` under the current folder.
 
 Usage: ``python -m open_magvit2.demo.build [--work build/demo-models] [--docs docs/model_zoo]
-[--steps data image video digits install]``
+[--steps data image video digits install]``; ``--steps bits32`` trains the 2^32-code digits models (not installed).
 """
 
 from __future__ import annotations
@@ -110,6 +110,52 @@ def train_digits(work: Path) -> Path:
     return out
 
 
+def train_bits32(work: Path) -> dict:
+    """Codebooks past 2^18 shown on the digits (docs/model_zoo.md "A 2^32-code digits tokenizer and generator"):
+    the 10-bit digits recipe and the 32-bit one (``configs/tokenizer/tiny_32bit.yaml``) trained on the same
+    digits (scikit-learn's 0..1499; 1500..1796 held out), then the demo generator recipe with four 8-bit sub-tokens
+    on the 32-bit tokens. Not installed as package data; writes ``bits32/metrics.json`` and curves."""
+    from open_magvit2.data.pretokenize import tokenize_dataset
+    from open_magvit2.demo.evaluate import digits_accuracy, digits_reconstruction
+    from open_magvit2.generator import ImageGenerator
+    from open_magvit2.tokenizer import ImageTokenizer
+    from open_magvit2.train.config import load_recipe
+    from open_magvit2.train.export import export_run
+    from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
+    from open_magvit2.train.plots import plot_run
+
+    base = work / "bits32"
+    folder = base / "digits_train"
+    if not folder.is_dir():
+        data.write_digits_folder(folder, size=DIGIT_SIZE, indices=data.split_digits("train"))
+    tok10 = _train_tokenizer(CONFIGS / "digits_tokenizer.yaml", folder, base / "runs" / "tok10", base / "tok10")
+    tok32 = _train_tokenizer(CONFIGS.parent / "tokenizer" / "tiny_32bit.yaml", folder, base / "runs" / "tok32",
+                             base / "tok32")
+    tokens = base / "tokens32"
+    if not (tokens / "index.json").is_file():
+        tokenize_dataset(tok32, folder, DIGIT_SIZE, tokens, batch_size=64, num_workers=0)
+    gen_out = base / "gen32"
+    if not (gen_out / "model.safetensors").is_file():
+        cfg = load_recipe(GeneratorTrainConfig, CONFIGS / "generator.yaml", [
+            "model_args.factorized_bits=[8,8,8,8]", "model_args.sample_cfg_scale=[3.0,3.0,3.0,3.0]",
+            "model_args.sample_temperature=[1.0,1.0,1.0,1.0]"])
+        t0 = time.perf_counter()
+        train_generator(cfg, tokens, base / "runs" / "gen32", resume="auto")
+        _log(f"generator, 4 × 8 bits: trained in {(time.perf_counter() - t0) / 60:.1f} min")
+        export_run(base / "runs" / "gen32", gen_out)
+    metrics = {
+        "tokenizer_10bit": digits_reconstruction(ImageTokenizer.from_pretrained(tok10)),
+        "tokenizer_32bit": digits_reconstruction(ImageTokenizer.from_pretrained(tok32)),
+        "tokenizer_32bit_train_split": digits_reconstruction(ImageTokenizer.from_pretrained(tok32), "train"),
+        "generator_32bit": {"svc_accuracy_default_cfg": digits_accuracy(ImageGenerator.from_pretrained(gen_out))},
+    }
+    (base / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for run in ("tok10", "tok32", "gen32"):
+        plot_run(base / "runs" / run, DOCS / f"bits32_{run}_curves.png")
+    _log(f"bits32: {json.dumps(metrics)}")
+    return metrics
+
+
 def _install_model(src: Path, dst: Path) -> None:
     """Copy a save_pretrained folder with its floating tensors stored as float16 (they load as float32)."""
     model_type, config, sd = load_pretrained_dir(src)
@@ -165,12 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m open_magvit2.demo.build", description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("build") / "demo-models", help="data, runs and exports")
     ap.add_argument("--docs", type=Path, default=DOCS, help=f"where the curves and the demo picture go ({DOCS})")
-    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    ap.add_argument("--steps", nargs="+", choices=(*STEPS, "bits32"), default=list(STEPS),
+                    help="bits32 (not in the default): the 2^32-code digits tokenizer and generator, not installed")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     steps = {"data": prepare_data, "image": train_image, "video": train_video, "digits": train_digits,
-             "install": lambda work: install(work, docs=args.docs)}
-    for name in STEPS:
+             "install": lambda work: install(work, docs=args.docs), "bits32": train_bits32}
+    for name in (*STEPS, "bits32"):
         if name in args.steps:
             _log(f"step {name}")
             steps[name](args.work)

@@ -1,5 +1,5 @@
 """The offline data of the demo models: photos that scikit-image and scikit-learn ship, camera-motion clips
-synthesised from them, and scikit-learn's handwritten digits (docs/model_zoo.md).
+synthesised from them, scikit-learn's handwritten digits, and clips of those digits moving (docs/model_zoo.md).
 
 Every function writes plain files (PNG folders, mp4 clips) that the ordinary training pipelines read, so the demo
 recipes are ordinary recipes. Everything is deterministic.
@@ -7,9 +7,12 @@ recipes are ordinary recipes. Everything is deterministic.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -154,17 +157,24 @@ def write_clips(out: str | Path, names: Sequence[str], *, per_photo: int, frames
 def digits(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 handwritten digits as (N, size, size, 3) uint8 — bright digit on black (data value 0,
     the background, is black; 16 is white), bilinearly upsampled from 8×8 — and their labels (N,) in 0..9."""
+    d = _load_digits()
+    gray = np.stack([upsample_digit(x, size) for x in d.images])
+    return np.repeat(gray[..., None], 3, axis=-1), d.target.astype(np.int64)
+
+
+@functools.cache
+def _load_digits() -> Any:  # a scikit-learn Bunch: images (1797, 8, 8) on 0..16, target (1797,)
     try:
         from sklearn.datasets import load_digits
     except ImportError:
         raise ValueError("the demo data needs scikit-learn: pip install scikit-learn") from None
-    d = load_digits()
-    images = []
-    for x in d.images:
-        small = Image.fromarray(np.round(x * (255 / 16)).astype(np.uint8))
-        images.append(np.asarray(small.resize((size, size), Image.BILINEAR)))
-    gray = np.stack(images)
-    return np.repeat(gray[..., None], 3, axis=-1), d.target.astype(np.int64)
+    return load_digits()
+
+
+def upsample_digit(image: np.ndarray, size: int) -> np.ndarray:
+    """One 8×8 digit on scikit-learn's 0..16 scale → (size, size) uint8, bright on black, bilinearly upsampled."""
+    small = Image.fromarray(np.round(image * (255 / 16)).astype(np.uint8))
+    return np.asarray(small.resize((size, size), Image.BILINEAR))
 
 
 def digits_to_features(images: np.ndarray) -> np.ndarray:
@@ -176,11 +186,13 @@ def digits_to_features(images: np.ndarray) -> np.ndarray:
     return (small * (16 / 255)).reshape(n, 64)
 
 
-def write_digits_folder(out: str | Path, size: int = 32) -> Path:
-    """The digits as ``out/<digit>/<index>.png`` (class folders → labels 0..9 in sorted order)."""
+def write_digits_folder(out: str | Path, size: int = 32, indices: Sequence[int] | None = None) -> Path:
+    """The digits as ``out/<digit>/<index>.png`` (class folders → labels 0..9 in sorted order); ``indices``: only
+    those digits (e.g. :func:`split_digits`), default all."""
     out = Path(out)
     images, labels = digits(size)
-    for i, (im, y) in enumerate(zip(images, labels)):
+    for i in range(len(labels)) if indices is None else indices:
+        im, y = images[i], labels[i]
         folder = out / str(int(y))
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(im).save(folder / f"{i:04d}.png")
@@ -194,3 +206,116 @@ def digits_classifier():
 
     images, labels = digits()
     return SVC().fit(digits_to_features(images), labels)
+
+
+# ---- moving digits: the clips of the video demo -----------------------------------------------------------------
+
+MOVING_FRAMES = 17  # the video tokenizer's clip (tokenizer/video.py DEFAULT_WINDOW)
+MOVING_CANVAS = 64
+MOVING_HEIGHTS = (24, 32)  # digit height in pixels, both ends included
+MOVING_SPEEDS = (1.0, 4.0)  # pixels per frame, both ends included (and as far as the canvas allows, see below)
+HELD_OUT_FROM = 1500  # scikit-learn's digits 1500..1796 (297, about 30 per class) are held out; 0..1499 train
+SPLITS = ("train", "held_out")
+
+
+@dataclass(frozen=True)
+class DigitMotion:
+    """One moving-digit clip: which digit, how tall, where its ink starts and how it moves (pixels, (y, x))."""
+
+    digit: int  # index into scikit-learn's digits
+    label: int  # the digit shown, 0..9
+    height: int  # the digit is upsampled to height × height; its ink is cropped out of that
+    start: tuple[int, int]  # top-left corner of the ink at frame 0
+    velocity: tuple[int, int]  # (dy, dx) pixels per frame, constant
+
+
+def digit_ink(image: np.ndarray, height: int) -> np.ndarray:
+    """(h, w) uint8: an 8×8 digit upsampled to ``height``² (:func:`upsample_digit`), cropped to its non-zero
+    pixels (the rows always span the whole height: every scikit-learn digit touches its top and bottom rows)."""
+    big = upsample_digit(image, height)
+    rows, cols = np.flatnonzero(big.any(axis=1)), np.flatnonzero(big.any(axis=0))
+    return big[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def split_digits(split: str) -> np.ndarray:
+    """The scikit-learn digit indices of a split: ``train`` 0..1499, ``held_out`` 1500..1796."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    n = len(_load_digits().target)
+    return np.arange(HELD_OUT_FROM) if split == "train" else np.arange(HELD_OUT_FROM, n)
+
+
+def moving_digit_motions(split: str = "train", num_clips: int | None = None, *, seed: int = 0,
+                         frames: int = MOVING_FRAMES, canvas: int = MOVING_CANVAS) -> list[DigitMotion]:
+    """The motions of :func:`moving_digits` (same arguments), drawn without rendering anything.
+
+    Clip j shows digit ``split_digits(split)[j % n]`` and draws its height and motion from
+    ``default_rng([seed, split, j])``: a height in ``MOVING_HEIGHTS``, then an integer velocity (dy, dx) with a
+    speed in ``MOVING_SPEEDS`` chosen uniformly among those that keep the ink inside the canvas for all frames
+    (a 24–32 px digit crossing 16 frame steps in 64 px cannot go faster than about 2–3 px/frame per axis), then a
+    start where it stays inside. Integer steps move the ink by whole pixels, so nothing is resampled.
+    """
+    if frames < 2 or canvas < MOVING_HEIGHTS[1] + frames - 1:
+        raise ValueError(f"need frames >= 2 and canvas >= {MOVING_HEIGHTS[1]} + frames - 1, got frames={frames}, "
+                         f"canvas={canvas}")
+    d = _load_digits()
+    indices = split_digits(split)
+    n = len(indices) if num_clips is None else num_clips
+    if n < 1:
+        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+    steps, (lo, hi) = frames - 1, MOVING_SPEEDS
+    motions = []
+    for j in range(n):
+        rng = np.random.default_rng([seed, SPLITS.index(split), j])
+        digit = int(indices[j % len(indices)])
+        height = int(rng.integers(MOVING_HEIGHTS[0], MOVING_HEIGHTS[1] + 1))
+        h, w = digit_ink(d.images[digit], height).shape
+        room_y, room_x = canvas - h, canvas - w
+        velocities = [(vy, vx) for vy in range(-4, 5) for vx in range(-4, 5)
+                      if lo**2 <= vy**2 + vx**2 <= hi**2 and abs(vy) * steps <= room_y and abs(vx) * steps <= room_x]
+        vy, vx = velocities[int(rng.integers(len(velocities)))]
+        y0 = int(rng.integers(max(0, -vy * steps), room_y - max(0, vy * steps) + 1))
+        x0 = int(rng.integers(max(0, -vx * steps), room_x - max(0, vx * steps) + 1))
+        motions.append(DigitMotion(digit, int(d.target[digit]), height, (y0, x0), (vy, vx)))
+    return motions
+
+
+def render_motion(motion: DigitMotion, *, frames: int = MOVING_FRAMES, canvas: int = MOVING_CANVAS) -> np.ndarray:
+    """(frames, canvas, canvas, 3) uint8: the digit of ``motion``, bright on black, moved by whole pixels."""
+    ink = digit_ink(_load_digits().images[motion.digit], motion.height)
+    h, w = ink.shape
+    out = np.zeros((frames, canvas, canvas), np.uint8)
+    for t in range(frames):
+        y, x = motion.start[0] + t * motion.velocity[0], motion.start[1] + t * motion.velocity[1]
+        if not (0 <= y <= canvas - h and 0 <= x <= canvas - w):
+            raise ValueError(f"the digit leaves the {canvas}² canvas at frame {t} ({motion})")
+        out[t, y : y + h, x : x + w] = ink
+    return np.repeat(out[..., None], 3, axis=-1)
+
+
+def moving_digits(split: str = "train", num_clips: int | None = None, *, seed: int = 0,
+                  frames: int = MOVING_FRAMES, canvas: int = MOVING_CANVAS) -> tuple[np.ndarray, np.ndarray]:
+    """Clips of one scikit-learn digit moving in a straight line: (N, frames, canvas, canvas, 3) uint8 (bright on
+    black, like :func:`digits`) and the labels (N,) int64, the digit shown. Deterministic from ``seed``.
+
+    ``split``: ``train`` draws the digits 0..1499, ``held_out`` 1500..1796 (by sample: a held-out clip shows a
+    handwritten digit no training clip shows). ``num_clips`` (default: one per digit of the split) cycles through
+    them. How each clip moves: :func:`moving_digit_motions`.
+    """
+    motions = moving_digit_motions(split, num_clips, seed=seed, frames=frames, canvas=canvas)
+    clips = np.stack([render_motion(m, frames=frames, canvas=canvas) for m in motions])
+    return clips, np.array([m.label for m in motions], dtype=np.int64)
+
+
+def write_moving_digits(out: str | Path, split: str = "train", num_clips: int | None = None, *, seed: int = 0,
+                        fps: float = 8.0) -> Path:
+    """:func:`moving_digits` as ``out/<digit>/<split>_<j>.mp4`` (x264 at crf 10), the class-folder layout that
+    ``tokenize-dataset`` reads with a video tokenizer (class folders 0..9 → labels 0..9)."""
+    from open_magvit2.data.video_io import write_video
+
+    out = Path(out)
+    for j, motion in enumerate(moving_digit_motions(split, num_clips, seed=seed)):
+        folder = out / str(motion.label)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_video(folder / f"{split}_{j:05d}.mp4", render_motion(motion), fps=fps, crf=10)
+    return out

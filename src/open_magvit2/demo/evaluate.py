@@ -52,6 +52,26 @@ def held_out_clip(name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
+def digits_reconstruction(tokenizer: nn.Module, split: str = "held_out") -> dict[str, float]:
+    """A digits tokenizer on one split of scikit-learn's digits (:func:`~open_magvit2.demo.data.split_digits`,
+    32 × 32): mean per-image PSNR (dB, uint8) of the reconstructions, and the distinct codes among all their tokens
+    (exact at any codebook size, :class:`~open_magvit2.eval.metrics.CodebookUsage`)."""
+    from open_magvit2.demo.data import digits, split_digits
+    from open_magvit2.eval.metrics import CodebookUsage
+    from open_magvit2.imaging import uint8_to_tensor
+
+    images, _ = digits(32)
+    real = images[split_digits(split)]
+    tokens = tokenizer.encode(torch.cat([uint8_to_tensor(im) for im in real]))
+    rec = to_uint8(tokenizer.decode(tokens))
+    usage = CodebookUsage(tokenizer.config.z_channels)
+    usage.update(tokens)
+    psnr = [psnr_uint8(r, x) for r, x in zip(rec, real)]
+    return {"psnr": float(np.mean(psnr)), "images": len(real), "tokens": int(tokens.numel()),
+            "distinct_codes": usage.used, "bits": tokenizer.config.z_channels}
+
+
+@torch.no_grad()
 def digits_accuracy(generator: nn.Module, *, per_class: int = 100, cfg_scale: float | None = None,
                     seed: int = 0, batch: int = 250) -> dict[str, float]:
     """Share of generated digits that the real-digit SVC assigns to the requested class (per class and overall).

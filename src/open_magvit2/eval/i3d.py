@@ -105,3 +105,12 @@ class InceptionI3d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.logits(self.dropout(self.avg_pool(self.features(x))))  # (B, 400, T'', 1, 1) at 224²
         return x.squeeze(4).squeeze(3).mean(dim=2)  # (B, 400)
+
+
+def i3d_input_uint8(clips: Tensor) -> Tensor:
+    """uint8 (B, 3, T, H, W) → I3D input (B, 3, T, 224, 224) with the official arithmetic (docs/design.md O-50):
+    per-frame bilinear resize (no antialias) of the uint8 values, then ``2x/255 − 1``."""
+    b, c, t, h, w = clips.shape
+    frames = clips.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w).float()  # (B·T, 3, H, W)
+    frames = F.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False)
+    return (2.0 * frames / 255.0 - 1).view(b, t, c, 224, 224).transpose(1, 2)

@@ -9,7 +9,8 @@
 * Inception score: the ADM evaluator's split-mean over contiguous splits of 5000.
 * PSNR / SSIM: the official arithmetic (uint8 truncation of *both* images, scikit-image, docs/design.md O-48) and
   an exact float64 variant (no truncation), each per image; :func:`mean_of_group_means` gives the official average.
-* :class:`CodebookUsage`: a ``bincount`` over 2^K codes (docs/design.md O-48: not a Python dict over 12.8M indices).
+* :class:`CodebookUsage`: exact counts of every code, dense up to 2^24 codes and sparse beyond (docs/design.md O-48:
+  not a Python dict over 12.8M indices).
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 from torch import Tensor
+
+from open_magvit2.distributed import DistContext, all_gather_objects, all_reduce_sum
+
+# Codebooks up to 2^24 are counted in a dense vector (128 MiB at 24 bits); larger ones sparsely.
+DENSE_MAX_BITS = 24
 
 # ---- Fréchet distance --------------------------------------------------------------------------------------------
 
@@ -113,6 +118,8 @@ def frechet_distance(
             f"the two feature statistics differ in size: mean {mu1.shape} vs {mu2.shape}, covariance "
             f"{sigma1.shape} vs {sigma2.shape}; were they computed with the same network and layer?"
         )
+    from scipy import linalg  # the eval extra; imported here so that the codebook counter needs no scipy
+
     diff = mu1 - mu2
     with warnings.catch_warnings():  # singular products are handled below, as the reference implementations do
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
@@ -287,31 +294,87 @@ def mean_of_group_means(values: np.ndarray, positions: np.ndarray, group_size: i
 
 
 class CodebookUsage:
-    """Counts of every code in [0, 2^bits) over all tokens seen (``torch.bincount``)."""
+    """Counts of every code in [0, 2^bits) over all tokens seen, for any codebook up to 2^62.
+
+    Up to :data:`DENSE_MAX_BITS` bits the counts are one dense int64 vector of 2^bits entries (a scatter-add per
+    batch, docs/design.md O-48: not a Python dict over 12.8M indices); past it, codebooks are far larger than any
+    number of tokens one can look at, so the counts are kept sparse: the sorted distinct codes seen and their counts
+    (memory grows with the distinct codes, not with 2^bits). Both give exact counts.
+    """
 
     def __init__(self, bits: int, device: torch.device | str = "cpu") -> None:
-        if not 1 <= bits <= 24:
-            raise ValueError(f"codebook usage is counted for 1..24 bits (2^24 counters at most), got {bits}")
-        self.bits = bits
-        self.counts = torch.zeros(2**bits, dtype=torch.int64, device=device)
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 62:
+            raise ValueError(f"codebook usage is counted for 1..62-bit codes (int64 indices), got {bits!r}")
+        self.bits, self.device = bits, torch.device(device)
+        self.dense = bits <= DENSE_MAX_BITS
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every code seen."""
+        if self.dense:
+            self.counts = torch.zeros(2**self.bits, dtype=torch.int64, device=self.device)
+        else:
+            self.codes = torch.zeros(0, dtype=torch.int64, device=self.device)  # sorted, distinct
+            self.counts = torch.zeros(0, dtype=torch.int64, device=self.device)
+
+    @property
+    def codebook_size(self) -> int:
+        return 2**self.bits
 
     def update(self, indices: Tensor) -> None:
-        idx = indices.detach().reshape(-1).to(self.counts.device, torch.int64)
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.counts.numel()):
+        idx = indices.detach().reshape(-1).to(self.device, torch.int64)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.codebook_size):
             raise ValueError(f"indices outside [0, 2^{self.bits}); is the tokenizer's codebook 2^{self.bits}?")
-        self.counts += torch.bincount(idx, minlength=self.counts.numel())
+        if self.dense:
+            self.counts.index_add_(0, idx, torch.ones_like(idx))
+        else:
+            self._merge(idx, torch.ones_like(idx))
+
+    def _merge(self, codes: Tensor, counts: Tensor) -> None:
+        self.codes, inverse = torch.unique(torch.cat([self.codes, codes]), sorted=True, return_inverse=True)
+        total = torch.zeros(self.codes.numel(), dtype=torch.int64, device=self.device)
+        self.counts = total.index_add_(0, inverse, torch.cat([self.counts, counts]))
+
+    def state(self) -> Tensor:
+        """The counts as one CPU tensor for a resumable state (dense: (2^bits,); sparse: (2, distinct), rows codes
+        and counts); :meth:`load_state` reads it back."""
+        return self.counts.cpu() if self.dense else torch.stack([self.codes, self.counts]).cpu()
+
+    def load_state(self, state: Tensor) -> None:
+        expected = (self.codebook_size,) if self.dense else (2, state.shape[-1])
+        if tuple(state.shape) != expected:
+            raise ValueError(f"a codebook-usage state of shape {tuple(state.shape)} does not fit 2^{self.bits} codes")
+        if self.dense:
+            self.counts = state.to(self.device, torch.int64).clone()
+        else:
+            self.codes, self.counts = (t.to(self.device, torch.int64).clone() for t in state)
+
+    def all_reduce(self, ctx: DistContext) -> None:
+        """Sum the counts of every rank into every rank."""
+        if self.dense:
+            all_reduce_sum(self.counts, ctx)
+            return
+        states = all_gather_objects(self.state(), ctx)
+        self.reset()
+        for s in states:
+            self._merge(*(t.to(self.device) for t in s))
+
+    def seen_counts(self) -> Tensor:
+        """The counts of the codes seen at least once (in code order)."""
+        return self.counts[self.counts > 0]
 
     @property
     def used(self) -> int:
+        """Distinct codes seen."""
         return int((self.counts > 0).sum())
 
     @property
     def usage(self) -> float:
         """Fraction of the 2^bits codes that occurred at least once (the official "utilization")."""
-        return self.used / self.counts.numel()
+        return self.used / self.codebook_size
 
     def entropy_bits(self) -> float:
         """Entropy (bits) of the empirical code distribution; ``bits`` means perfectly uniform use."""
-        p = self.counts[self.counts > 0].double()
+        p = self.seen_counts().double()
         p = p / p.sum()
         return float(-(p * torch.log2(p)).sum()) if p.numel() else 0.0

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from open_magvit2.checkpoints.hub import native_size
-from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main, process_group
+from open_magvit2.distributed import DistContext, gather_to_main, process_group
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import load_inception
@@ -135,7 +135,7 @@ class _Accumulator:
     def state_dict(self) -> dict:
         self.drain()
         return {
-            "real": self.real.state_dict(), "rec": self.rec.state_dict(), "usage": self.usage.counts.cpu(),
+            "real": self.real.state_dict(), "rec": self.rec.state_dict(), "usage": self.usage.state(),
             "cols": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.cols.items()},
             "worst": [[w[0], w[1], w[2], w[3]] for w in self.worst], "done": self.done, "elapsed": self.elapsed,
             "unreadable": [[p, r] for p, r in sorted(self.unreadable.items())],
@@ -144,7 +144,7 @@ class _Accumulator:
     def load_state_dict(self, s: dict) -> None:
         self.real.load_state_dict(s["real"])
         self.rec.load_state_dict(s["rec"])
-        self.usage.counts = s["usage"].to(self.usage.counts.device)
+        self.usage.load_state(s["usage"])
         self.cols = {k: v.tolist() for k, v in s["cols"].items()}
         self.worst = [(float(w[0]), int(w[1]), w[2], w[3]) for w in s["worst"]]
         self.done, self.elapsed = int(s["done"]), float(s["elapsed"])
@@ -298,7 +298,7 @@ def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets
             ctx: DistContext) -> TokenizerEvalResult | None:
     reduce_moments(acc.real, ctx)
     reduce_moments(acc.rec, ctx)
-    all_reduce_sum(acc.usage.counts, ctx)
+    acc.usage.all_reduce(ctx)
     gathered = gather_to_main((acc.cols, acc.worst, acc.session_images, acc.session_seconds, acc.unreadable), ctx)
     if not ctx.is_main:
         return None
@@ -330,7 +330,7 @@ def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets
         ssim=M.mean_of_group_means(cols["ssim"], batches, group),
         psnr_exact=float(np.mean(cols["psnr_exact"])), ssim_exact=float(np.mean(cols["ssim_exact"])),
         lpips_alex=lp_a, lpips_vgg=lp_v, codebook_usage=acc.usage.usage, used_codes=acc.usage.used,
-        codebook_size=acc.usage.counts.numel(), code_entropy_bits=acc.usage.entropy_bits(), num_images=len(pos),
+        codebook_size=acc.usage.codebook_size, code_entropy_bits=acc.usage.entropy_bits(), num_images=len(pos),
         images_per_second=new_images / seconds if new_images and seconds > 0 else float("nan"),
         protocol=_protocol(cfg, model, nets, files, ctx, group), unreadable=unreadable,
     )
@@ -339,7 +339,7 @@ def _finish(cfg: TokenizerEvalConfig, model: nn.Module, nets: ReconstructionNets
         result.protocol["unreadable"] = (f"{len(unreadable)} of {len(files)} listed images could not be read and are "
                                          f"in no metric; every metric covers the other {len(pos)} (metrics.json: "
                                          "unreadable)")
-    _write_outputs(cfg, result, cols, files, worst, acc.usage.counts.cpu().numpy())
+    _write_outputs(cfg, result, cols, files, worst, acc.usage.seen_counts().cpu().numpy())
     return result
 
 
@@ -389,7 +389,7 @@ def _write_outputs(cfg: TokenizerEvalConfig, r: TokenizerEvalResult, cols: dict[
         ("PSNR (exact)", f(r.psnr_exact, 2), "float64, no truncation"),
         ("SSIM (exact)", f(r.ssim_exact), "float64, no truncation"),
         ("LPIPS alex", f(r.lpips_alex), "lpips 0.1"), ("LPIPS vgg", f(r.lpips_vgg), "lpips 0.1"),
-        ("codebook usage", f"{100 * r.codebook_usage:.2f}% ({r.used_codes}/{r.codebook_size})", "bincount"),
+        ("codebook usage", f"{100 * r.codebook_usage:.2f}% ({r.used_codes}/{r.codebook_size})", "exact count"),
         ("code entropy", f"{r.code_entropy_bits:.3f} bits", f"max {np.log2(r.codebook_size):.0f}"),
         ("images", f"{r.num_images} of {len(files)}",
          f"{len(r.unreadable)} could not be read (metrics.json: unreadable)" if r.unreadable else "all listed"),
@@ -400,7 +400,7 @@ def _write_outputs(cfg: TokenizerEvalConfig, r: TokenizerEvalResult, cols: dict[
     for i, p in enumerate(cols["position"].astype(np.int64)):  # the images read, in list order
         lines.append(f"{p},{files[p]}," + ",".join(f"{cols[c][i]:.6f}" for c in (*_COLUMNS[1:], "ssim")))
     report.write_markdown(out / "per_image.csv", "\n".join(lines) + "\n")
-    report.usage_histogram_png(out / "code_usage.png", counts,
+    report.usage_histogram_png(out / "code_usage.png", counts, unused=r.codebook_size - r.used_codes, title=
                                f"codebook usage {100 * r.codebook_usage:.2f}% ({r.used_codes}/{r.codebook_size} codes)")
     report.worst_grid_png(out / "worst_psnr.png",
                           [(w[0], files[w[1]], w[2].numpy(), w[3].numpy()) for w in worst])

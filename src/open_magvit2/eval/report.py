@@ -65,13 +65,16 @@ def fmt(x: float | None, digits: int = 4) -> str:
 # ---- figures -----------------------------------------------------------------------------------------------------
 
 
-def usage_histogram_png(path: str | Path, counts: np.ndarray, title: str, size: tuple[int, int] = (640, 400)) -> Path:
+def usage_histogram_png(path: str | Path, counts: np.ndarray, title: str, size: tuple[int, int] = (640, 400), *,
+                        unused: int = 0) -> Path:
     """How often codes occur: x = log2(1 + occurrences) in unit bins, y = number of codes (log scale); bin 0 is
-    the unused codes. The title states used / total."""
+    the unused codes: the zeros in ``counts`` plus ``unused`` (for codebooks too large to list, ``counts`` holds the
+    seen codes only). The title states used / total."""
     w, h = size
     left, right, top, bottom = 60, 20, 40, 40
     occ = np.log2(1 + counts.astype(np.float64)).astype(np.int64)
-    hist = np.bincount(occ)  # hist[b] = codes with log2(1+count) in [b, b+1)
+    hist = np.bincount(occ, minlength=1).astype(np.float64)  # hist[b] = codes with log2(1+count) in [b, b+1)
+    hist[0] += unused
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     draw.text((left, 10), title, fill="black")

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from open_magvit2.data.video_io import VIDEO_SUFFIXES, uint8_to_video
-from open_magvit2.distributed import DistContext, all_reduce_sum, gather_to_main, process_group
+from open_magvit2.distributed import DistContext, gather_to_main, process_group
 from open_magvit2.eval import metrics as M
 from open_magvit2.eval import report
 from open_magvit2.eval.backbones import load_i3d
@@ -47,6 +46,7 @@ from open_magvit2.eval.datasets import (
     too_few_readable,
     unreadable_reason,
 )
+from open_magvit2.eval.i3d import i3d_input_uint8
 from open_magvit2.eval.runtime import load_state, save_state, state_path
 from open_magvit2.fileio import find_files
 from open_magvit2.imaging import to_uint8_tensor
@@ -148,12 +148,8 @@ def clip_list(cfg: VideoEvalConfig) -> tuple[list[Path], list[str]]:
 
 def i3d_input(video: Tensor) -> Tensor:
     """(B, 3, T, H, W) in [−1, 1] → I3D input (B, 3, T, 224, 224) with the official arithmetic (docs/design.md O-50):
-    ``(x+1)/2·255`` truncated to uint8, per-frame bilinear resize (no antialias), ``2x/255 − 1``."""
-    b, c, t = video.shape[:3]
-    u8 = to_uint8_tensor(video)  # the clips are already in [-1, 1]: the clamp changes nothing
-    frames = u8.permute(0, 2, 1, 3, 4).reshape(b * t, c, *video.shape[-2:]).float()  # (B·T, 3, H, W)
-    frames = F.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False)
-    return (2.0 * frames / 255.0 - 1).view(b, t, c, 224, 224).transpose(1, 2)
+    ``(x+1)/2·255`` truncated to uint8, then :func:`~open_magvit2.eval.i3d.i3d_input_uint8`."""
+    return i3d_input_uint8(to_uint8_tensor(video))  # the clips are already in [-1, 1]: the clamp changes nothing
 
 
 def _frames(v: Tensor) -> Tensor:
@@ -178,14 +174,14 @@ class _Records:
 
     def state_dict(self) -> dict:
         keys = ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed")
-        return {**{k: getattr(self, k) for k in keys}, "usage": self.usage.counts.cpu(),
+        return {**{k: getattr(self, k) for k in keys}, "usage": self.usage.state(),
                 "unreadable": [[p, r] for p, r in sorted(self.unreadable.items())]}
 
     def load_state_dict(self, s: dict) -> None:
         for k in ("pos", "real", "rec", "lp_a", "lp_v", "skipped", "done", "elapsed"):
             setattr(self, k, s[k])
         self.unreadable = {int(p): str(r) for p, r in s.get("unreadable", [])}  # a state from before the field: none
-        self.usage.counts = s["usage"].to(self.usage.counts.device)
+        self.usage.load_state(s["usage"])
 
 
 @torch.inference_mode()
@@ -255,7 +251,7 @@ def _evaluate(cfg: VideoEvalConfig, model: nn.Module | None, nets: VideoNets | N
     rec.elapsed += time.perf_counter() - t0
     if spath is not None:
         save_state(spath, {"fingerprint": fingerprint, **rec.state_dict()})
-    all_reduce_sum(rec.usage.counts, ctx)
+    rec.usage.all_reduce(ctx)
     gathered = gather_to_main(rec.state_dict(), ctx)
     if not ctx.is_main:
         return None
@@ -288,7 +284,7 @@ def _result(cfg: VideoEvalConfig, names: list[str], parts: list[dict], usage: M.
     w = getattr(nets.i3d, "weights_path", None)
     result = VideoEvalResult(
         rfvd=M.frechet_distance_svd(real, recon), lpips_alex=mean("lp_a"), lpips_vgg=mean("lp_v"),
-        codebook_usage=usage.usage, used_codes=usage.used, codebook_size=usage.counts.numel(), num_clips=n,
+        codebook_usage=usage.usage, used_codes=usage.used, codebook_size=usage.codebook_size, num_clips=n,
         skipped=skipped, clips_per_second=n / seconds if seconds > 0 else float("nan"), unreadable=unreadable,
         protocol={
             "checkpoint": str(cfg.checkpoint), "weights": cfg.weights,

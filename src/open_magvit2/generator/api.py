@@ -25,6 +25,7 @@ from open_magvit2.generator.model import (
     GeneratorConfig,
     GeneratorTransformer,
     check_labels,
+    spread_over_sub_tokens,
     swiglu_hidden,
 )
 from open_magvit2.generator.sampling import generate_tokens
@@ -61,8 +62,8 @@ class ImageGenerator(nn.Module):
         self.tokenizer = None if tokenizer_config is None else ImageTokenizer(tokenizer_config)
 
     # ---- tokens ---------------------------------------------------------------------------------------------
-    def _split(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        """Full indices (B, N) or (B, h, w) → sub-tokens (pre, post), each (B, N), with input checks."""
+    def _split(self, indices: Tensor) -> tuple[Tensor, ...]:
+        """Full indices (B, N) or (B, h, w) → the M sub-tokens, each (B, N), with input checks."""
         c = self.config
         if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
             raise ValueError("indices must be an integer tensor of full LFQ indices, (B, N) or (B, h, w)")
@@ -77,39 +78,40 @@ class ImageGenerator(nn.Module):
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= 2**c.bits):
             raise ValueError(
                 f"indices must lie in [0, 2^{c.bits}); got [{int(indices.min())}, {int(indices.max())}]. Pass full LFQ "
-                "indices (pre + 2^k1·post), not sub-tokens, from a tokenizer with the same number of bits"
+                "indices (s_1 + 2^k1·s_2 + …), not sub-tokens, from a tokenizer with the same number of bits"
             )
-        pre, post = factorize_indices(indices.long(), c.factorized_bits)
-        return pre, post
+        return factorize_indices(indices.long(), c.factorized_bits)
 
-    def logits(self, indices: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced logits ``(logits_pre (B, N, 2^k1), logits_post (B, N, 2^k2))`` of full indices.
+    def logits(self, indices: Tensor, labels: Tensor) -> tuple[Tensor, ...]:
+        """Teacher-forced logits of full indices: one (B, N, 2^k_i) tensor per sub-token, in order
+        (``(logits_pre, logits_post)`` for the released models).
 
         No dropout and no label drop in eval mode; in train mode the training regularisation applies.
         """
-        pre, post = self._split(indices)
+        tokens = self._split(indices)
         check_labels(labels, self.config.num_classes)
-        if labels.shape[0] != pre.shape[0]:
-            raise ValueError(f"got {labels.shape[0]} labels for {pre.shape[0]} token sequences")
+        if labels.shape[0] != tokens[0].shape[0]:
+            raise ValueError(f"got {labels.shape[0]} labels for {tokens[0].shape[0]} token sequences")
         device = self.transformer.pre_emb.weight.device
-        return self.transformer(pre.to(device), post.to(device), labels.to(device))
+        return self.transformer(*(t.to(device) for t in tokens), labels.to(device))
 
     def generate(
         self,
         labels: Tensor,
-        cfg_scale: float | tuple[float, float] | None = None,
-        temperature: float | tuple[float, float] | None = None,
-        top_k: int | tuple[int, int] = 0,
-        top_p: float | tuple[float, float] = 1.0,
+        cfg_scale: float | tuple[float, ...] | None = None,
+        temperature: float | tuple[float, ...] | None = None,
+        top_k: int | tuple[int, ...] = 0,
+        top_p: float | tuple[float, ...] = 1.0,
         generator: torch.Generator | None = None,
         progress: bool = False,
         compile: bool | dict[str, Any] = False,
     ) -> Tensor:
         """Sample full LFQ indices (B, h, w) int64 for labels (B,).
 
-        ``cfg_scale`` and ``temperature`` are (pre, post) pairs or one number for both; None takes the model's
-        defaults (``config.sample_cfg_scale`` / ``sample_temperature``, docs/design.md O-31). A scale ≤ 1 means no
-        guidance for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
+        Every setting is one number for all sub-tokens or one value per sub-token (a (pre, post) pair for the
+        released models); ``cfg_scale``/``temperature`` None take the model's defaults
+        (``config.sample_cfg_scale`` / ``sample_temperature``, docs/design.md O-31). A scale ≤ 1 means no guidance
+        for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
         ``generator``: a seeded ``torch.Generator``, best on the model's device (one on another device works and
         gives the same tokens everywhere, but syncs per draw). ``compile=True`` compiles the decode step once
         (``torch.compile``; CUDA graphs on a GPU), see :func:`~open_magvit2.generator.sampling.generate_tokens`.
@@ -129,7 +131,7 @@ class ImageGenerator(nn.Module):
             progress=progress,
             compile=compile,
         )
-        return unfactorize_indices((out.pre, out.post), c.factorized_bits).view(-1, c.grid_size, c.grid_size)
+        return unfactorize_indices(out.tokens, c.factorized_bits).view(-1, c.grid_size, c.grid_size)
 
     @torch.no_grad()
     def decode(self, indices: Tensor) -> Tensor:
@@ -262,18 +264,17 @@ def infer_generator_config(
     """Architecture of ``transformer.*`` weights (prefix removed) from their shapes (docs/design.md O-32).
 
     head_dim and grid size leave no trace in the weights (RoPE is not stored); the official models use 64 and 16.
+    The sub-tokens are ``pre_emb``, ``mid_emb.*`` and ``post_emb`` (any of the last two may be absent: M = 1, 2).
     Sampling defaults come from the matching official preset (B/L/XL, docs/design.md O-31) when the sizes match one.
     """
     try:
         dim = tsd["pre_emb.weight"].shape[1]
+        embs = ["pre_emb", *(f"mid_emb.{j}" for j in range(_count_blocks(tsd, "mid_emb"))), "post_emb"]
         fields: dict[str, Any] = dict(
             dim=dim,
             n_layers=_count_blocks(tsd, "spatial_blocks"),
             n_intra_layers=_count_blocks(tsd, "factorized_blocks"),
-            factorized_bits=(
-                _bits(tsd["pre_emb.weight"].shape[0], "pre_emb"),
-                _bits(tsd["post_emb.weight"].shape[0], "post_emb"),
-            ),
+            factorized_bits=tuple(_bits(tsd[f"{e}.weight"].shape[0], e) for e in embs if f"{e}.weight" in tsd),
             num_classes=tsd["class_emb.embedding_table.weight"].shape[0] - 1,
         )
         hidden = tsd["spatial_blocks.0.feed_forward.w1.weight"].shape[0]
@@ -286,6 +287,8 @@ def infer_generator_config(
         fields["ffn_hidden"] = hidden
     for preset in (GENERATOR_PRESETS[n] for n in ("B", "L", "XL")):
         if (preset.dim, preset.n_layers, preset.n_intra_layers) == (dim, fields["n_layers"], fields["n_intra_layers"]):
-            fields.update(sample_cfg_scale=preset.sample_cfg_scale, sample_temperature=preset.sample_temperature)
+            m = len(fields["factorized_bits"])
+            fields.update(sample_cfg_scale=spread_over_sub_tokens(preset.sample_cfg_scale, m),
+                          sample_temperature=spread_over_sub_tokens(preset.sample_temperature, m))
     fields.update(overrides)
     return GeneratorConfig.from_dict(fields)

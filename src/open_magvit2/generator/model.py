@@ -1,10 +1,16 @@
 """The class-conditional factorised AR transformer (paper §2.3 "next sub-token prediction"; docs/design.md
 O-31–O-34, O-36).
 
-A Llama-style decoder predicts each 2^K-way LFQ token as two sub-tokens, k1 bits then k2 bits (k1 + k2 = K; the
-official checkpoints use (6, 12)). The spatial transformer reads ``[class, E[0], …, E[N−2]]`` with
-``E[n] = pre_emb[pre_n] + post_emb[post_n]`` and yields h[n]; a small intra transformer then reads the length-2
-sequence ``[h[n], pre_emb[pre_n]]`` and two heads give p(pre_n | ctx) and p(post_n | ctx, pre_n).
+A Llama-style decoder predicts each 2^K-way LFQ token as M sub-tokens of k1, …, kM bits (k1 + … + kM = K,
+LSB-first: sub-token 1 holds the lowest k1 bits; the official checkpoints use M = 2, (6, 12), whose sub-tokens are
+called pre and post). The spatial transformer reads ``[class, E[0], …, E[N−2]]`` with
+``E[n] = emb_1[s_1,n] + … + emb_M[s_M,n]`` and yields h[n]; a small intra transformer then reads the length-M
+sequence ``[h[n], emb_1[s_1,n], …, emb_{M−1}[s_{M−1},n]]`` and M heads give p(s_i,n | ctx, s_1,n … s_{i−1},n)
+(paper eq. 5–6).
+
+Parameter names (docs/design.md O-32): ``pre_emb`` embeds sub-token 1, ``post_emb`` sub-token M (M ≥ 2),
+``mid_emb.{j}`` sub-token j + 2 (M ≥ 3 only), ``head.{i}`` gives sub-token i + 1; for M = 2 these are exactly the
+official keys, for M = 1 there is ``pre_emb`` and ``head.0`` only.
 
 Reading order: config + presets, helpers (RMSNorm, 2D RoPE), blocks, model. Module and parameter names are the
 official ``transformer.*`` state-dict keys (docs/design.md O-32), registered in the official order.
@@ -19,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from open_magvit2.generator.kv_cache import KVCache
+from open_magvit2.quantize.codes import _normalize_factorized_bits
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -37,9 +44,11 @@ class GeneratorConfig:
     """Architecture of the factorised AR generator. ``to_dict()`` is what ``save_pretrained`` stores.
 
     ``num_classes`` real classes; the class table has one more row, the null (unconditional) class
-    ``num_classes`` used by label dropout and classifier-free guidance. ``factorized_bits=(k1, k2)``: any split of
-    the tokenizer's K bits into two sub-tokens; the official checkpoints use (6, 12). ``sample_*`` are the sampling
-    defaults of ``generate`` (docs/design.md O-31: they belong to the released model, not to the sampler).
+    ``num_classes`` used by label dropout and classifier-free guidance. ``factorized_bits=(k1, …, kM)``: any split
+    of the tokenizer's K ≤ 62 bits into M ≥ 1 sub-tokens; the official checkpoints use (6, 12). ``sample_*`` are the
+    sampling defaults of ``generate``, one value per sub-token (docs/design.md O-31: they belong to the released
+    model, not to the sampler); None gives (1.9, 2.0) and (1.0, 1.0) spread over the M sub-tokens by
+    :func:`spread_over_sub_tokens`.
     """
 
     dim: int = 1024
@@ -48,7 +57,7 @@ class GeneratorConfig:
     n_heads: int = 16
     grid_size: int = 16  # tokens form a grid_size × grid_size raster
     num_classes: int = 1000
-    factorized_bits: tuple[int, int] = (6, 12)
+    factorized_bits: tuple[int, ...] = (6, 12)
     ffn_hidden: int | None = None  # SwiGLU width; None → the official rule, see ffn_dim
     multiple_of: int = 256
     rope_base: float = 10000.0
@@ -59,18 +68,22 @@ class GeneratorConfig:
     resid_dropout: float = 0.1  # after the attention output projection
     ffn_dropout: float = 0.1  # after the SwiGLU output projection
     initializer_range: float = 0.02
-    sample_cfg_scale: tuple[float, float] = (1.9, 2.0)
-    sample_temperature: tuple[float, float] = (1.0, 1.0)
+    sample_cfg_scale: tuple[float, ...] | None = None  # None: (1.9, 2.0) spread over the sub-tokens
+    sample_temperature: tuple[float, ...] | None = None  # None: 1.0 for every sub-token
     head_dim: int = field(init=False)
     seq_len: int = field(init=False)  # N = grid_size², tokens per image
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen dataclass: normalise fields and fill the derived ones once
-        set_(self, "factorized_bits", tuple(int(b) for b in self.factorized_bits))
-        set_(self, "sample_cfg_scale", tuple(float(s) for s in self.sample_cfg_scale))
-        set_(self, "sample_temperature", tuple(float(t) for t in self.sample_temperature))
-        if len(self.factorized_bits) != 2 or min(self.factorized_bits) < 1:
-            raise ValueError(f"factorized_bits must be two positive bit counts (k1, k2), got {self.factorized_bits}")
+        set_(self, "factorized_bits", _normalize_factorized_bits(self.factorized_bits))
+        m = len(self.factorized_bits)
+        for name, default in (("sample_cfg_scale", (1.9, 2.0)), ("sample_temperature", (1.0, 1.0))):
+            value = getattr(self, name)
+            value = spread_over_sub_tokens(default, m) if value is None else tuple(float(v) for v in value)
+            if len(value) != m:
+                raise ValueError(f"{name} has {len(value)} values but factorized_bits {self.factorized_bits} makes "
+                                 f"{m} sub-tokens; give one value per sub-token")
+            set_(self, name, value)
         if self.dim % self.n_heads:
             raise ValueError(f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
         set_(self, "head_dim", self.dim // self.n_heads)
@@ -78,8 +91,6 @@ class GeneratorConfig:
             raise ValueError(f"head_dim={self.head_dim} must be a multiple of 4 for the 2D RoPE (two axes of pairs)")
         if self.grid_size < 1 or self.num_classes < 1 or self.n_layers < 1 or self.n_intra_layers < 1:
             raise ValueError("grid_size, num_classes, n_layers and n_intra_layers must all be >= 1")
-        if len(self.sample_cfg_scale) != 2 or len(self.sample_temperature) != 2:
-            raise ValueError("sample_cfg_scale and sample_temperature must be (pre, post) pairs")
         set_(self, "seq_len", self.grid_size**2)
 
     @property
@@ -94,8 +105,14 @@ class GeneratorConfig:
         return sum(self.factorized_bits)
 
     @property
-    def vocab_sizes(self) -> tuple[int, int]:
-        return (2 ** self.factorized_bits[0], 2 ** self.factorized_bits[1])
+    def sub_tokens(self) -> int:
+        """M, sub-tokens per token."""
+        return len(self.factorized_bits)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """2^k_i for each sub-token, in order."""
+        return tuple(2**k for k in self.factorized_bits)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,6 +127,13 @@ class GeneratorConfig:
         if unknown:
             raise ValueError(f"unknown GeneratorConfig keys {sorted(unknown)}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+def spread_over_sub_tokens(values: tuple, m: int) -> tuple:
+    """A (pre, post) setting for M sub-tokens: the first value for sub-token 1, the last for every later one;
+    ``(1.9, 2.0)`` → ``(1.9, 2.0, 2.0, 2.0)`` for M = 4, ``(1.9,)`` for M = 1 (a pair is itself for M = 2)."""
+    values = tuple(values)
+    return values[:1] + values[-1:] * (m - 1)
 
 
 def _preset(dim: int, n_layers: int, n_intra: int, n_heads: int, cfg: tuple, temp: tuple) -> GeneratorConfig:
@@ -221,14 +245,15 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
     def forward(
-        self, x: Tensor, rope: Tensor, cache: KVCache | None = None, input_pos: Tensor | None = None,
+        self, x: Tensor, rope: Tensor, cache: KVCache | None = None, input_pos: Tensor | int | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
         """x (B, L, D), rope (L, head_dim/2, 2) → (B, L, D).
 
         Without a cache the L positions attend causally among themselves (teacher forcing). With a cache the new
-        keys/values are written at the positions ``input_pos`` (L,) of the fixed-size cache and each query attends
-        to the cache slots that ``mask`` (L, max_len) allows: itself and the positions before it.
+        keys/values are written at ``input_pos`` and each query attends to itself and the positions before it:
+        a tensor (L,) reads the whole fixed-size cache through ``mask`` (L, max_len); an int reads the filled
+        prefix (``mask`` None for one query, see :meth:`KVCache.mask`).
         """
         B, L, D = x.shape
         qkv = self.wqkv(x).view(B, L, 3, self.n_heads, self.head_dim)  # rows of wqkv: q, k, v
@@ -266,7 +291,7 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
     def forward(
-        self, x: Tensor, rope: Tensor, cache: KVCache | None = None, input_pos: Tensor | None = None,
+        self, x: Tensor, rope: Tensor, cache: KVCache | None = None, input_pos: Tensor | int | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
         x = x + self.attention(self.attention_norm(x), rope, cache, input_pos, mask)
@@ -299,18 +324,32 @@ class GeneratorTransformer(nn.Module):
     def __init__(self, *, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config
-        v_pre, v_post = config.vocab_sizes
-        self.pre_emb = nn.Embedding(v_pre, config.dim)
-        self.post_emb = nn.Embedding(v_post, config.dim)
+        vocab = config.vocab_sizes
+        self.pre_emb = nn.Embedding(vocab[0], config.dim)  # sub-token 1
+        if len(vocab) > 2:  # sub-tokens 2 … M−1: registered between pre and post, so M = 2 keeps the official order
+            self.mid_emb = nn.ModuleList(nn.Embedding(v, config.dim) for v in vocab[1:-1])
+        if len(vocab) > 1:  # sub-token M
+            self.post_emb = nn.Embedding(vocab[-1], config.dim)
         self.class_emb = LabelEmbedder(config.num_classes, config.dim, config.label_dropout)
         self.token_drop = nn.Dropout(config.token_dropout)
         self.spatial_blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.factorized_blocks = nn.ModuleList(Block(config) for _ in range(config.n_intra_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.head = nn.ModuleList([Linear(config.dim, v_pre), Linear(config.dim, v_post)])
+        self.head = nn.ModuleList(Linear(config.dim, v) for v in vocab)  # head.i: logits of sub-token i + 1
         # Not part of the state dict: derived from the config, kept in float32 by _apply below.
-        self.register_buffer("rope", rope_2d_table(config.grid_size, config.head_dim, config.rope_base), False)
+        self.register_buffer("rope", self.build_rope(), False)
+        if self.rope.shape[0] < len(vocab):
+            raise ValueError(f"factorized_bits {config.factorized_bits} makes {len(vocab)} sub-tokens but the intra "
+                             f"transformer reads RoPE rows 0..M−1 of a {self.rope.shape[0]}-row table; use fewer "
+                             "sub-tokens or a larger grid")
         self.init_weights()
+
+    def build_rope(self) -> Tensor:
+        """The RoPE table (positions, head_dim/2, 2) float32: row 0 for the class token, row 1 + p for raster
+        position p; the intra transformer reuses rows 0..M−1. A model with other positions (e.g. a (t, h, w) grid)
+        replaces this method."""
+        c = self.config
+        return rope_2d_table(c.grid_size, c.head_dim, c.rope_base)
 
     def init_weights(self) -> None:
         """Official init (docs/design.md O-32): Linear and Embedding weights N(0, 0.02), both heads zero, norms 1."""
@@ -327,31 +366,51 @@ class GeneratorTransformer(nn.Module):
         # ``model.to(torch.bfloat16)`` would round the RoPE table to bf16 and ``to_empty`` would leave it
         # uninitialised: rebuild the exact float32 table on whatever device the module now lives on.
         out = super()._apply(fn, recurse)
-        c = self.config
-        self.rope = rope_2d_table(c.grid_size, c.head_dim, c.rope_base).to(self.rope.device)
+        self.rope = self.build_rope().to(self.rope.device)
         return out
 
     # --- pieces shared by teacher forcing (forward) and sampling (generator/sampling.py) ---
 
-    def embed_tokens(self, pre: Tensor, post: Tensor) -> Tensor:
-        """Sum of the two sub-token embeddings (docs/design.md O-36): (B, L) × 2 → (B, L, D)."""
-        return self.pre_emb(pre) + self.post_emb(post)
+    def sub_emb(self, i: int) -> nn.Embedding:
+        """The embedding of sub-token i + 1 (i = 0 … M − 1): ``pre_emb``, ``mid_emb[i − 1]``, ``post_emb``."""
+        m = self.config.sub_tokens
+        if i == 0:
+            return self.pre_emb
+        return self.post_emb if i == m - 1 else self.mid_emb[i - 1]
 
-    def spatial(self, x: Tensor, input_pos: Tensor | None = None, caches: list[KVCache] | None = None) -> Tensor:
+    def embed_tokens(self, *tokens: Tensor) -> Tensor:
+        """Sum of the M sub-token embeddings (docs/design.md O-36; paper eq. 5): (B, L) × M → (B, L, D)."""
+        x = self.pre_emb(tokens[0])
+        for i in range(1, len(tokens)):
+            x = x + self.sub_emb(i)(tokens[i])
+        return x
+
+    def spatial(
+        self, x: Tensor, input_pos: Tensor | int | None = None, caches: list[KVCache] | None = None
+    ) -> Tensor:
         """Spatial transformer: x (B, L, D) → h (B, L, D). Teacher forcing (no caches): positions 0..L−1, causal.
-        Decoding: x sits at the sequence positions ``input_pos`` (L,) int64 and attends through ``caches``."""
+        Decoding: x sits at the sequence positions ``input_pos`` and attends through ``caches``: a tensor (L,)
+        int64 reads the whole fixed-size caches through a mask (one shape at every step, for ``torch.compile``),
+        an int p (positions p … p + L − 1) reads only their filled prefix (eager decoding; :class:`KVCache`)."""
         return self._run(self.spatial_blocks, x, input_pos, caches)
 
-    def intra(self, x: Tensor, input_pos: Tensor | None = None, caches: list[KVCache] | None = None) -> Tensor:
-        """Intra transformer + final norm on intra positions ⊆ {0, 1}: (R, L, D) → (R, L, D), as :meth:`spatial`.
+    def intra(self, x: Tensor, input_pos: Tensor | int | None = None, caches: list[KVCache] | None = None) -> Tensor:
+        """Intra transformer + final norm on intra positions ⊆ {0, …, M − 1}: (R, L, D) → (R, L, D), as
+        :meth:`spatial`.
 
-        It reuses RoPE rows 0 and 1 of the spatial table (zero, then identity), as the official code does.
+        It reuses RoPE rows 0..M−1 of the spatial table (zero, then identity, ...), as the official code uses rows 0
+        and 1.
         """
         return self.norm(self._run(self.factorized_blocks, x, input_pos, caches))
 
-    def _run(self, blocks: nn.ModuleList, x: Tensor, input_pos: Tensor | None, caches: list[KVCache] | None) -> Tensor:
+    def _run(
+        self, blocks: nn.ModuleList, x: Tensor, input_pos: Tensor | int | None, caches: list[KVCache] | None
+    ) -> Tensor:
         if caches is None:
             rope, mask = self.rope[: x.shape[1]], None
+        elif isinstance(input_pos, int):  # eager decoding: the filled prefix, no mask for one query
+            rope = self.rope[input_pos : input_pos + x.shape[1]]  # (L, head_dim/2, 2)
+            mask = caches[0].mask(input_pos, x.shape[1])
         else:
             rope = self.rope[input_pos]  # (L, head_dim/2, 2)
             mask = caches[0].mask(input_pos)  # (L, max_len): one fixed shape for every decoding step
@@ -359,27 +418,35 @@ class GeneratorTransformer(nn.Module):
             x = block(x, rope, None if caches is None else caches[i], input_pos, mask)
         return x
 
-    def forward(self, pre: Tensor, post: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher forcing (docs/design.md O-36). pre, post (B, N) int64 sub-tokens; labels (B,) int64 in
-        [0, num_classes].
+    def forward(self, *tokens_and_labels: Tensor) -> tuple[Tensor, ...]:
+        """Teacher forcing (docs/design.md O-36): ``model(s_1, …, s_M, labels)``, the M sub-tokens (B, N) int64 in
+        [0, 2^k_i) then labels (B,) int64 in [0, num_classes]; ``model(pre, post, labels)`` for M = 2.
 
-        Returns ``(logits_pre (B, N, 2^k1), logits_post (B, N, 2^k2))``; position n is conditioned on the class
-        and tokens < n (and, for post, on pre_n).
+        Returns the M logits ``(B, N, 2^k_i)``, in order; sub-token i at position n is conditioned on the class,
+        the tokens < n and the sub-tokens 1 … i − 1 of token n.
         """
-        B, N = pre.shape
-        seq = torch.cat([self.class_emb(labels), self.embed_tokens(pre, post)[:, :-1]], dim=1)  # (B, N, D)
+        *tokens, labels = tokens_and_labels
+        m = self.config.sub_tokens
+        if len(tokens) != m:
+            raise ValueError(f"expected {m} sub-token tensors then the labels, got {len(tokens_and_labels)} tensors")
+        B, N = tokens[0].shape
+        seq = torch.cat([self.class_emb(labels), self.embed_tokens(*tokens)[:, :-1]], dim=1)  # (B, N, D)
         h = self.spatial(self.token_drop(seq))  # (B, N, D)
-        ctx = torch.stack([h, self.pre_emb(pre)], dim=2).flatten(0, 1)  # (B·N, 2, D): [h_n, pre_emb(pre_n)]
-        o = self.intra(ctx).view(B, N, 2, -1)
-        return self.head[0](o[:, :, 0]), self.head[1](o[:, :, 1])
+        # (B·N, M, D): [h_n, emb_1(s_1,n), …, emb_{M−1}(s_{M−1},n)]
+        ctx = torch.stack([h, *(self.sub_emb(i)(tokens[i]) for i in range(m - 1))], dim=2).flatten(0, 1)
+        o = self.intra(ctx).view(B, N, m, -1)
+        return tuple(self.head[i](o[:, :, i]) for i in range(m))
 
     def new_caches(self, rows: int, *, dtype: torch.dtype, device: torch.device) -> tuple[list, list]:
-        """Static KV caches for one sampling run: spatial (rows, H, N, hd) per block, intra (rows, H, 2, hd)."""
+        """Static KV caches for one sampling run: spatial (rows, H, N, hd) per block, intra (rows, H, M, hd)."""
         c = self.config
         spatial = [
             KVCache(rows, c.n_heads, c.seq_len, c.head_dim, dtype=dtype, device=device) for _ in range(c.n_layers)
         ]
-        intra = [KVCache(rows, c.n_heads, 2, c.head_dim, dtype=dtype, device=device) for _ in range(c.n_intra_layers)]
+        intra = [
+            KVCache(rows, c.n_heads, c.sub_tokens, c.head_dim, dtype=dtype, device=device)
+            for _ in range(c.n_intra_layers)
+        ]
         return spatial, intra
 
     def num_params(self) -> int:

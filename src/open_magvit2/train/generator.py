@@ -3,10 +3,11 @@
 Per optimiser step (``grad_accum`` micro-batches each, gradients synchronised on the last one only):
 
 1. Tokens (B, h, w) from pre-tokenised shards, or encoded on the fly (``generator_data.py``), split into the
-   sub-tokens (pre, post) of the bit split (docs/design.md O-12).
+   M sub-tokens of the bit split (docs/design.md O-12; (pre, post) for M = 2).
 2. Teacher-forced logits under autocast (bf16 by default); the model applies label drop to the null class
    (0.1) and the token, residual and FFN dropouts (0.1 each, docs/design.md O-31) in train mode.
-3. Loss = CE(pre) + CE(post) (:func:`open_magvit2.generator.generator_loss`), averaged over ranks for the log.
+3. Loss = the sum of the M sub-token cross-entropies (:func:`open_magvit2.generator.generator_loss`), averaged
+   over ranks for the log as ``loss`` and one ``loss/<sub-token>`` each (:func:`sub_token_log_names`).
 4. Clip the global gradient norm to 1.0; the non-finite guard decides on every rank alike; AdamW (0.9, 0.95),
    weight decay 0.05 on tensors with ndim ≥ 2 only (``optim.decay_norms: true`` reproduces the official decay of
    every tensor, docs/design.md O-38); learning rate from the warm-up + constant + linear-decay schedule
@@ -75,7 +76,7 @@ class SampleGridConfig:
     classes: tuple[int, ...] = ()  # empty: 4 classes spread over the label range
     per_class: int = 4
     seed: int = 0
-    cfg_scale: tuple[float, float] | None = None  # None: the model's defaults (config.sample_cfg_scale)
+    cfg_scale: tuple[float, ...] | None = None  # one per sub-token; None: the model's (config.sample_cfg_scale)
 
     def __post_init__(self) -> None:
         if self.per_class < 1:
@@ -152,10 +153,16 @@ def _sample_grid(model: GeneratorTransformer, data: TrainData, cfg: GeneratorTra
         out = generate_tokens(model, labels, cfg_scale=cfg.samples.cfg_scale or c.sample_cfg_scale,
                               temperature=c.sample_temperature, generator=gen)
     if ctx.is_main:
-        idx = unfactorize_indices((out.pre, out.post), c.factorized_bits).view(-1, c.grid_size, c.grid_size)
+        idx = unfactorize_indices(out.tokens, c.factorized_bits).view(-1, c.grid_size, c.grid_size)
         with torch.no_grad():
             images = data.tokenizer.decode(idx).clamp(-1, 1)
         save_image(image_grid(list(to_uint8(images)), columns=cfg.samples.per_class), path)
+
+
+def sub_token_log_names(m: int) -> list[str]:
+    """The metric names of the M per-sub-token losses: ``loss/pre``, ``loss/post`` for M = 2 (the names of every
+    earlier run), else ``loss/sub_1`` … ``loss/sub_M``."""
+    return ["loss/pre", "loss/post"] if m == 2 else [f"loss/sub_{i + 1}" for i in range(m)]
 
 
 def _run_files(data: TrainData) -> list[Any]:
@@ -207,25 +214,25 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
                    "(tokenizer config or weights differ); resume on the same token set")
     step = session.resume()
     session.start(total_steps=total, step=step, unit="tok")
+    names = sub_token_log_names(gcfg.sub_tokens)
 
     # ---- the steps ----------------------------------------------------------------------------------------------
     while step < total:
         lr = cfg.optim.lr * lr_factor(cfg.schedule, step, total, steps_per_epoch)
         set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)
-        sums = torch.zeros(3, device=device)  # loss, pre, post: summed over micro-batches
+        sums = torch.zeros(1 + len(names), device=device)  # loss, then each sub-token's: summed over micro-batches
         for i in range(accum):
             tokens, labels = data.next_batch(device)
-            pre, post = factorize_indices(tokens.flatten(1), gcfg.factorized_bits)  # (B, N) each
+            subs = factorize_indices(tokens.flatten(1), gcfg.factorized_bits)  # M × (B, N)
             with _sync(wrapped, last=i == accum - 1), step_ctx.autocast():
-                logits_pre, logits_post = forward(pre, post, labels)
-                out = generator_loss(logits_pre, logits_post, pre, post)
+                out = generator_loss(*forward(*subs, labels), *subs)
             scaler.scale(out.loss / accum).backward()
-            sums += torch.stack([out.loss, out.pre, out.post]).detach() / accum
+            sums += torch.stack([out.loss, *out.parts]).detach() / accum
         scaler.unscale_(opt)
         norm = fsdp.full(grad_norm(model.parameters(), cfg.optim.grad_clip))
         _, losses = guarded_update(step_ctx, session.guard, step + 1,
-                                   {"loss": sums[0], "loss/pre": sums[1], "loss/post": sums[2]}, [norm], scaler,
+                                   {"loss": sums[0], **{n: sums[1 + j] for j, n in enumerate(names)}}, [norm], scaler,
                                    [opt], None if ema is None else (ema, model, run.ema_decay))
         step += 1
 

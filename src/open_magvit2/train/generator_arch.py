@@ -1,6 +1,8 @@
 """The generator architecture a recipe and its data give: the preset with ``model_args``, and the grid, bit split
 and number of classes taken from the data where ``model_args`` leaves them unset (a value set there that disagrees
-with the data is an error naming both).
+with the data is an error naming both). A bit split with another number of sub-tokens than the preset's spreads
+the preset's sampling defaults over them (:func:`~open_magvit2.generator.model.spread_over_sub_tokens`) unless
+``model_args`` sets them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorConfig
+from open_magvit2.generator.model import spread_over_sub_tokens
+from open_magvit2.quantize.codes import _normalize_factorized_bits
 from open_magvit2.train.config import with_model_args
 from open_magvit2.train.generator_data import TrainData
 
@@ -17,13 +21,21 @@ ARCH_FIELDS = ("dim", "n_layers", "n_intra_layers", "n_heads", "grid_size", "num
                "ffn_dim")
 
 
-def _default_split(bits: int, preset: GeneratorConfig, tokenizer_split: tuple[int, int] | None) -> tuple[int, int]:
-    """The tokenizer's own split, else the preset's when it fits K, else (K // 3, K − K // 3): (6, 12) for 18."""
-    if tokenizer_split is not None and len(tokenizer_split) == 2:
+WIDE_SUB_TOKEN_BITS = 8  # past 18 bits, the default split uses sub-tokens of this many bits
+
+
+def _default_split(bits: int, preset: GeneratorConfig, tokenizer_split: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The tokenizer's own split, else the preset's when it fits K, else (K // 3, K − K // 3) up to K = 18 ((6, 12)
+    for 18), and past 18 bits sub-tokens of 8 bits, LSB first, the last one shorter if 8 does not divide K ((8, 8, 8,
+    8) for 32; a two-way split would need a 2^22-row head and embedding at K = 32)."""
+    if tokenizer_split is not None:
         return tokenizer_split
     if preset.bits == bits:
         return preset.factorized_bits
-    return bits // 3, bits - bits // 3
+    if bits <= 18:
+        return bits // 3, bits - bits // 3
+    g = WIDE_SUB_TOKEN_BITS
+    return (g,) * (bits // g) + ((bits % g,) if bits % g else ())
 
 
 def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: TrainData) -> GeneratorConfig:
@@ -40,10 +52,16 @@ def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: Tr
     if "grid_size" in args and int(args["grid_size"]) != h:
         raise ValueError(f"model_args.grid_size={args['grid_size']} but the data has a {h}×{w} token grid")
     args.setdefault("grid_size", h)
-    if "factorized_bits" in args and sum(args["factorized_bits"]) != data.bits:
-        raise ValueError(f"model_args.factorized_bits={list(args['factorized_bits'])} sums to "
-                         f"{sum(args['factorized_bits'])} but the data's tokens have {data.bits} bits")
+    if "factorized_bits" in args:
+        bits = _normalize_factorized_bits(args["factorized_bits"])
+        if sum(bits) != data.bits:
+            raise ValueError(f"model_args.factorized_bits={list(bits)} sums to {sum(bits)} but the data's tokens "
+                             f"have {data.bits} bits; the sub-token bits must add up to the tokenizer's")
     args.setdefault("factorized_bits", _default_split(data.bits, preset, data.split))
+    m = len(args["factorized_bits"])
+    for name in ("sample_cfg_scale", "sample_temperature"):
+        if name not in args and m != preset.sub_tokens:
+            args[name] = spread_over_sub_tokens(getattr(preset, name), m)
     if "num_classes" in args and data.num_classes is not None and int(args["num_classes"]) != data.num_classes:
         raise ValueError(f"model_args.num_classes={args['num_classes']} but the data has {data.num_classes} classes")
     if "num_classes" not in args:
@@ -51,3 +69,4 @@ def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: Tr
             raise ValueError("the data does not say how many classes it has; set model_args.num_classes")
         args["num_classes"] = data.num_classes
     return with_model_args(preset, args)
+

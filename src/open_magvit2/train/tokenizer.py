@@ -30,7 +30,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from open_magvit2.data import build_image_stream, build_video_stream
 from open_magvit2.data.tokens import write_classes
-from open_magvit2.distributed import DistContext, all_reduce_mean, all_reduce_sum
+from open_magvit2.distributed import DistContext, all_reduce_mean
+from open_magvit2.eval.metrics import CodebookUsage
 from open_magvit2.imaging import image_grid, save_image, to_uint8
 from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
 from open_magvit2.losses.gan import disc_factor
@@ -44,8 +45,6 @@ from open_magvit2.train.init import load_tokenizer_init
 from open_magvit2.train.optim import adam, grad_norm, lr_factor, run_length, set_lr
 from open_magvit2.train.session import TrainSession
 from open_magvit2.train.step import StepContext, every, guarded_update
-
-USAGE_MAX_BITS = 24  # codebook usage is tracked exactly (a 2^K vector) up to this many bits
 
 
 @dataclass(frozen=True)
@@ -138,23 +137,20 @@ def _metric_name(key: str) -> str:
 
 
 class _Usage:
-    """Distinct codes seen over a logging window, summed over ranks at log time."""
+    """Distinct codes seen over a logging window, summed over ranks at log time (exact for any K: dense counts up to
+    2^24 codes, the codes seen beyond, ``eval.metrics.CodebookUsage``)."""
 
     def __init__(self, bits: int, device: torch.device) -> None:
-        self.size = 2**bits
-        self.seen = torch.zeros(self.size, device=device) if bits <= USAGE_MAX_BITS else None
+        self.counts = CodebookUsage(bits, device)
 
     def add(self, indices: Tensor) -> None:
-        if self.seen is not None:
-            self.seen[indices.reshape(-1)] = 1.0
+        self.counts.update(indices)
 
     def flush(self, ctx: DistContext) -> dict[str, float]:
-        if self.seen is None:
-            return {}
-        all_reduce_sum(self.seen, ctx)
-        used = int((self.seen > 0).sum())
-        self.seen.zero_()
-        return {"codebook/used": float(used), "codebook/usage": used / self.size}
+        self.counts.all_reduce(ctx)
+        used, usage = self.counts.used, self.counts.usage
+        self.counts.reset()
+        return {"codebook/used": float(used), "codebook/usage": usage}
 
 
 class TokenizerParts(NamedTuple):

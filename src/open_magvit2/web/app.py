@@ -28,6 +28,7 @@ from open_magvit2.checkpoints.hub import demo_sample, native_size
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 from open_magvit2.errors import USER_ERRORS, describe_error
 from open_magvit2.generator import ImageGenerator
+from open_magvit2.generator.model import spread_over_sub_tokens
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 from open_magvit2.web.models import ServedModels
 from open_magvit2.web.tasks import (
@@ -156,8 +157,9 @@ def _generator_tab(gen: ImageGenerator, names: list[str]) -> None:
            progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008 — Gradio's idiom
         if index is None:
             raise ValueError("choose a class")
-        cfg = (_number(a, "CFG"), _number(b, "CFG"))
-        temp = (_number(ta, "temperature"), _number(tb, "temperature"))
+        m = c.sub_tokens  # the second field sets every sub-token after the first (spread_over_sub_tokens)
+        cfg = spread_over_sub_tokens((_number(a, "CFG"), _number(b, "CFG")), m)
+        temp = spread_over_sub_tokens((_number(ta, "temperature"), _number(tb, "temperature")), m)
         return sample_grid(gen, int(index), cfg_scale=cfg, temperature=temp, top_k=int(_number(k, "top-k")),
                            top_p=_number(p, "top-p"), seed=int(_number(sd, "seed")),
                            num_samples=int(_number(n, "samples")), progress=True)

@@ -121,8 +121,8 @@ def reconstruct_image(tok: ImageTokenizer, path: str | Path, *, original_resolut
 # ---- generator tab ----------------------------------------------------------------------------------------------
 
 
-def sample_grid(gen: ImageGenerator, label: int, *, cfg_scale: tuple[float, float],
-                temperature: tuple[float, float], top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+def sample_grid(gen: ImageGenerator, label: int, *, cfg_scale: tuple[float, ...],
+                temperature: tuple[float, ...], top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                 num_samples: int = 8, progress: bool = False) -> tuple[np.ndarray, str]:
     """``num_samples`` images of class ``label`` as one grid (HWC uint8, images under :data:`PREVIEW_SIDE` pixels
     enlarged), and a line saying what was sampled. Settings as :meth:`ImageGenerator.generate`."""
@@ -133,7 +133,7 @@ def sample_grid(gen: ImageGenerator, label: int, *, cfg_scale: tuple[float, floa
         raise ValueError(f"the number of samples must be 1..{MAX_SAMPLES}, got {num_samples}")
     if not 0 <= seed < 2**63:
         raise ValueError(f"the seed must be a whole number >= 0, got {seed}")
-    check_sampling(cfg_scale, temperature, top_k, top_p)
+    check_sampling(cfg_scale, temperature, top_k, top_p, sub_tokens=gen.config.sub_tokens)
     device = next(gen.parameters()).device
     t0 = time.perf_counter()
     labels = torch.full((num_samples,), label, dtype=torch.int64, device=device)
@@ -145,8 +145,8 @@ def sample_grid(gen: ImageGenerator, label: int, *, cfg_scale: tuple[float, floa
     tiles = [np.kron(t, np.ones((scale, scale, 1), dtype=np.uint8)) for t in tiles]
     grid = image_grid(tiles, columns=min(num_samples, 4))
     text = (f"{num_samples} samples of class {label} at {images.shape[-1]}×{images.shape[-2]} pixels"
-            f"{f' (shown {scale}× larger)' if scale > 1 else ''}, CFG {cfg_scale[0]:g}/{cfg_scale[1]:g}, "
-            f"temperature {temperature[0]:g}/{temperature[1]:g}, top-k {top_k}, top-p {top_p:g}, seed {seed}; "
+            f"{f' (shown {scale}× larger)' if scale > 1 else ''}, CFG {'/'.join(f'{s:g}' for s in cfg_scale)}, "
+            f"temperature {'/'.join(f'{t:g}' for t in temperature)}, top-k {top_k}, top-p {top_p:g}, seed {seed}; "
             f"{time.perf_counter() - t0:.1f} s")
     return grid, text
 
