@@ -39,14 +39,27 @@ def test_official_style_sampler_reproduces_the_greedy_fixture(tiny_transformer, 
 
 
 def test_gpu_check_dry_run(tmp_path):
-    """benchmarks/gpu_check.sh --dry-run (CPU, tiny presets) prints a JSON report with every section filled."""
+    """benchmarks/gpu_check.sh --dry-run (CPU, tiny presets) prints a JSON report with every section filled, and the
+    cost table of docs/training.md filled in from it."""
     env = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path), "PYTHON": sys.executable}
     out = subprocess.run([str(BENCH / "gpu_check.sh"), "--dry-run"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert set(report) >= {"tokenizer", "sampling", "fsdp2", "total_s"}
-    assert not any("error" in report[s] for s in ("tokenizer", "sampling", "fsdp2")), report
+    sections = ("limits", "tokenizer", "sampling", "train_tokenizer", "train_generator", "video",
+                "train_tokenizer_compiled")
+    assert set(report) >= {*sections, "total_s"}
+    assert not any("error" in report[s] or "skipped" in report[s] for s in sections), report
     assert report["sampling"]["compiled_equals_eager"] is True
     assert 0.5 < report["tokenizer"]["bf16_token_agreement"] <= 1.0
+    assert report["tokenizer"]["fp32_encode_of_gemm_limit"] > 0
+    for s, presets in (("train_tokenizer", ("imagenet_128_L", "imagenet_256_L")),
+                       ("train_tokenizer_compiled", ("imagenet_128_L",))):  # the dry run compiles one preset
+        for preset in presets:
+            assert report[s][preset]["images_per_s"] > 0 and report[s][preset]["losses_finite"], report[s]
+    assert report["train_generator"]["tiny"]["tokens_per_s"] > 0 and report["train_generator"]["tiny"]["loss_finite"]
+    assert report["video"]["fp32_encode_clips_s"] > 0 and report["video"]["fp32_decode_clips_s"] > 0
     assert "| tokenizer | fp32_encode_img_s |" in out.stdout
+    # the cost table: one row per full-size recipe; the dry run measured none of them under their names
+    assert "| imagenet_128_L | 8 × 32 = 256 | 1,751,400 (350 epochs) | 448,358,400 images |" in out.stdout
+    assert "| XL | 8 × 96 = 768 | 583,800 (350 epochs) |" in out.stdout

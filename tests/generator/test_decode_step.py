@@ -96,9 +96,9 @@ def test_fixed_shape_decode_step_keeps_one_shape(make_small, monkeypatch):
             pos += 1
             sampling_module.decode_one_token(model, tokens, pos, state, g)
     assert len(seen) > model.config.seq_len and not any(s[0] for s in seen)
+    assert all(s[1][2] == s[3] for s in seen)  # every read returns the whole cache
     for cache in {s[-1] for s in seen}:  # each cache: one shape and one storage at every call
         assert len({s[1:3] for s in seen if s[-1] == cache}) == 1
-        assert {s[1][2] for s in seen if s[-1] == cache} == {[s[3] for s in seen if s[-1] == cache][0]}
 
 
 def test_eager_decode_reads_only_the_filled_prefix(make_small, monkeypatch):
@@ -183,7 +183,8 @@ def test_compile_true_gives_the_eager_sequences(make_small):
 
 def test_bf16_sampling_logits_close_to_float32(make_small):
     """A pure bf16 model samples with guided logits within 2 % of the logit range (about ±30 here) of the float32
-    model's teacher-forced logits of the same sequence, and the same argmax everywhere: values, not only shapes."""
+    model's teacher-forced logits of the same sequence, and the same argmax wherever the float32 top two are further
+    apart than that tolerance twice over (a near-tie may flip with bf16 rounding): values, not only shapes."""
     model = make_small()
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     labels, scales = torch.tensor([0, 1, 3]), (1.5, 2.0)
@@ -194,8 +195,12 @@ def test_bf16_sampling_logits_close_to_float32(make_small):
         uncond = model(out.pre, out.post, torch.full_like(labels, model.config.num_classes))
     for s, c, u, got in zip(scales, cond, uncond, (out.logits_pre, out.logits_post)):
         want = u + s * (c - u)
-        torch.testing.assert_close(got, want, atol=0.02 * float(want.abs().max()), rtol=0)
-        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        tol = 0.02 * float(want.abs().max())
+        torch.testing.assert_close(got, want, atol=tol, rtol=0)
+        top2 = want.topk(2, dim=-1).values
+        clear = top2[..., 0] - top2[..., 1] > 2 * tol
+        assert clear.any() and torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
+        assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.95  # at most 2 of these 48 positions
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

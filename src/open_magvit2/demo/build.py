@@ -150,7 +150,7 @@ def train_bits32(work: Path) -> dict:
         "generator_32bit": {"svc_accuracy_default_cfg": digits_accuracy(ImageGenerator.from_pretrained(gen_out))},
     }
     (base / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    for run in ("tok10", "tok32", "gen32"):
+    for run in ("tok32", "gen32"):
         plot_run(base / "runs" / run, DOCS / f"bits32_{run}_curves.png")
     _log(f"bits32: {json.dumps(metrics)}")
     return metrics

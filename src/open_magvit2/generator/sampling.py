@@ -10,8 +10,9 @@ then:
 * :func:`sub_token_logits` — s_i's embedding at intra position i: the logits of s_{i+1} (i = 1 … M − 1; for
   M = 2 the post logits).
 
-Every call reads the whole cache through a mask, so the decoding functions keep one shape from the first token to
-the last; ``generate_tokens(..., compile=True)`` compiles them once (CUDA graphs on a GPU): one graph for
+Eager runs pass int positions and every call reads only the filled prefix of the caches. With
+``generate_tokens(..., compile=True)`` every call reads the whole cache through a mask, so the decoding functions
+keep one shape from the first token to the last, and they are compiled once (CUDA graphs on a GPU): one graph for
 :func:`decode_one_token` and one for :func:`sub_token_logits` per intra position (their embeddings and heads
 differ in size). Sampling itself (temperature, top-k, top-p, ``torch.multinomial``) stays outside the compiled
 graphs, so the draws and the RNG consumption are the official ones: per sub-token i, ``l = l_u + s_i·(l_c − l_u)``
