@@ -13,12 +13,19 @@ needs and makes one warm-up call; "Δ peak" is the rise of the peak RSS during t
 size after loading and warm-up (the stage's working memory; ``benchmarks/peak_memory.py``), "process peak" that
 peak itself (what the stage needs in all, weights and runtime included). The pipeline's loader processes are
 separate processes and not counted.
+
+Time: wall clock at torch's default thread count; "× tokenizer time" is the ratio to the tokenizer forward alone in
+the same run. Fraction of the limit (network stages): FLOPs per batch (``limits.count_flops``: convolutions and
+matmuls) × batches / wall clock / the float32 GEMM rate that the stage's process measures just before its run at
+the same thread count (``benchmarks/limits.py``). The full pipeline has none: much of it is not a network (file
+decoding, SSIM, reports).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import limits
 import peak_memory
 
 STAGES = {
@@ -50,10 +58,13 @@ def write_images(folder: Path, n: int) -> None:
         Image.fromarray(a).save(folder / f"n{i % 4:04d}" / f"img{i:03d}.png")
 
 
-def _timed(fn, batches: list[torch.Tensor], device: torch.device) -> tuple[float, float, float]:
-    """(images per second, resident MiB before, Δ peak MiB) of ``fn`` over the batches, after a warm-up batch."""
+def _timed(fn, batches: list[torch.Tensor], device: torch.device) -> tuple[float, float, float, float]:
+    """(images per second, resident MiB before, Δ peak MiB, fraction of the GEMM limit) of ``fn`` over the batches,
+    after a warm-up batch."""
     with torch.inference_mode():
         fn(batches[0])
+        flops = limits.count_flops(fn, batches[0]) * len(batches)
+        gemm = limits.gemm_flops_per_s(torch.float32, device)
         base = peak_memory.reset()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -62,7 +73,8 @@ def _timed(fn, batches: list[torch.Tensor], device: torch.device) -> tuple[float
             fn(b)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    return sum(len(b) for b in batches) / (time.perf_counter() - t0), base, peak_memory.peak_since(base)
+    seconds = time.perf_counter() - t0
+    return sum(len(b) for b in batches) / seconds, base, peak_memory.peak_since(base), flops / seconds / gemm
 
 
 def worker(stage: str, tmp: Path, args: argparse.Namespace) -> dict:
@@ -84,21 +96,23 @@ def worker(stage: str, tmp: Path, args: argparse.Namespace) -> dict:
                for _ in range(max(1, args.images // args.batch_size))]
     if stage == "tokenizer":
         tok = ImageTokenizer.from_pretrained(cfg.checkpoint).to(device).eval()
-        ips, base, delta = _timed(tok, batches, device)
+        ips, base, delta, frac = _timed(tok, batches, device)
     elif stage == "inception":
         net = ReconstructionNets.load(replace(cfg, lpips=False), device).inception
-        ips, base, delta = _timed(lambda b: (net.fid_features(b), net.fid_features(b)), batches, device)
+        ips, base, delta, frac = _timed(lambda b: (net.fid_features(b), net.fid_features(b)), batches, device)
     elif stage == "lpips":
         nets = ReconstructionNets.load(cfg, device)
-        ips, base, delta = _timed(lambda b: (nets.alex(b, b), nets.vgg(b, b)), batches, device)
+        ips, base, delta, frac = _timed(lambda b: (nets.alex(b, b), nets.vgg(b, b)), batches, device)
     else:
         nets = ReconstructionNets.load(cfg, device)
         evaluate_tokenizer(replace(cfg, max_images=args.batch_size), nets=nets)  # warm-up: imports, first calls
         base = peak_memory.reset()
         ips = evaluate_tokenizer(cfg, nets=nets).images_per_second
         delta = peak_memory.peak_since(base)
+        frac = None
     cuda = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return {"ips": ips, "delta_mib": delta, "peak_mib": base + delta, "cuda_mib": cuda}
+    return {"ips": ips, "delta_mib": delta, "peak_mib": base + delta, "cuda_mib": cuda, "fraction": frac,
+            "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -117,6 +131,7 @@ def main() -> None:
     from open_magvit2.eval.backbones import write_random_backbones
     from open_magvit2.tokenizer import ImageTokenizer, tokenizer_config
 
+    print(limits.machine_header())
     torch.manual_seed(0)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,16 +150,19 @@ def main() -> None:
 
     base = rows["tokenizer"]["ips"]
     print(f"\nevaluate-tokenizer throughput: {args.preset} at {args.size}², batch {args.batch_size}, {args.images} "
-          f"images, {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; one process per "
+          f"images, {args.device}, {rows['tokenizer']['threads']} threads in each stage's process; one process per "
           "stage\n")
     cuda = args.device.startswith("cuda")
-    print("| stage | images/s | × tokenizer time | Δ peak RSS (MiB) | process peak RSS (MiB) |"
+    print("| stage | images/s | × tokenizer time | fraction of fp32 GEMM | Δ peak RSS (MiB) | process peak RSS (MiB) |"
           + (" peak CUDA (MiB) |" if cuda else ""))
-    print("|---|---|---|---|---|" + ("---|" if cuda else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if cuda else ""))
     for stage, name in STAGES.items():
         r = rows[stage]
-        print(f"| {name} | {r['ips']:.2f} | {base / r['ips']:.2f} | {r['delta_mib']:.0f} | {r['peak_mib']:.0f} |"
+        frac = "—" if r["fraction"] is None else f"{r['fraction']:.0%}"
+        print(f"| {name} | {r['ips']:.2f} | {base / r['ips']:.2f} | {frac} | {r['delta_mib']:.0f} | "
+              f"{r['peak_mib']:.0f} |"
               + (f" {r['cuda_mib']:.0f} |" if cuda else ""))
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

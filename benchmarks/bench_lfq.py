@@ -14,7 +14,11 @@ that (1) imports, builds the input and runs the same variant once on a 1-token i
 pool set-up), (2) reads ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` as the baseline, (3) runs the measured call
 and reads ru_maxrss again. Peak MiB = the increase of the process's high-water RSS, i.e. the extra memory of one
 forward + backward. glibc serves these large tensors with mmap, so freed memory does not hide a later peak.
-Time: median over ``--repeats`` further calls (wall clock), after the memory run.
+Time: median over ``--repeats`` further calls (wall clock at torch's default thread count), after the memory run.
+Fraction of the limit: FLOPs of one forward + backward (``limits.count_flops``: the matmuls; counted on one image of
+16 × 16 tokens and × B, as every matmul here is linear in the number of tokens) / wall clock / the float32 GEMM rate
+measured by the parent process at the same thread count (``benchmarks/limits.py``). The dense formula is a handful
+of (N × 2^K) element-wise passes besides its matmul, so it is memory-bound and its GEMM fraction is small.
 
 Accuracy: the "exact" values are ours in float64 (the tests show that this equals the official module run in
 float64 to ~1e-10). The table gives each float32 variant's relative error of H_s, H_c and the max |grad| error
@@ -29,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -77,7 +80,11 @@ def worker(variant: str, bits: int, repeats: int, out: str) -> None:
         t0 = time.perf_counter()
         *_, grad = _step(fn, z)
         times.append(time.perf_counter() - t0)
-    result = {"ms": 1e3 * statistics.median(times), "peak_mib": peak_mib, "h_s": h_s.item(), "h_c": h_c.item()}
+    import limits
+
+    flops = BATCH * limits.count_flops(_step, fn, _make_z(bits, batch=1))
+    result = {"ms": 1e3 * statistics.median(times), "peak_mib": peak_mib, "h_s": h_s.item(), "h_c": h_c.item(),
+              "flops": flops}
     if variant == "ours":  # the exact reference, after the measurements
         e_s, e_c, e_grad = _step(fns["ours"], z.double())
         result.update(exact_h_s=e_s.item(), exact_h_c=e_c.item())
@@ -121,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    import limits
+
+    print(limits.machine_header())
+    gemm = limits.gemm_flops_per_s(torch.float32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for bits in args.bits:
@@ -154,20 +165,31 @@ def main(argv: list[str] | None = None) -> int:
                 dense["speedup"] = dense["ms"] / ours["ms"]
                 dense["mem_ratio"] = dense["peak_mib"] / max(ours["peak_mib"], 1e-3)
 
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads. B={BATCH}, {SIDE}x{SIDE} tokens (N={BATCH * SIDE * SIDE}), "
-          f"z = {SCALE}·randn, τ = {TAU}; forward + backward of H_s − H_c.\n")
-    print("| codes | variant | ms | peak MiB | dense/ours time | dense/ours memory | rel. err H_s | rel. err H_c "
-          "| grad err | ours vs dense (H_s, H_c, grad) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n{torch.get_num_threads()} threads, float32 GEMM {gemm / 1e9:.1f} GFLOP/s. B={BATCH}, {SIDE}x{SIDE} "
+          f"tokens (N={BATCH * SIDE * SIDE}), z = {SCALE}·randn, τ = {TAU}; forward + backward of H_s − H_c.\n")
+    print("| codes | variant | ms (wall) | GFLOP | fraction of fp32 GEMM | peak MiB | dense/ours time "
+          "| dense/ours memory | rel. err H_s | rel. err H_c | grad err | ours vs dense (H_s, H_c, grad) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for bits, name, r in rows:
         ratio_t = f"{r['speedup']:.0f}×" if "speedup" in r else ""
         ratio_m = f"{r['mem_ratio']:.0f}×" if "mem_ratio" in r else ""
         vs = ", ".join(f"{v:.1e}" for v in r["vs_ours"]) if "vs_ours" in r else ""
         e = r["err"]
-        print(f"| 2^{bits} | {name} | {r['ms']:.1f} | {r['peak_mib']:.1f} | {ratio_t} | {ratio_m} "
+        frac = r["flops"] / (r["ms"] / 1e3) / gemm
+        print(f"| 2^{bits} | {name} | {r['ms']:.1f} | {r['flops'] / 1e9:.2f} | {frac:.1%} "
+              f"| {r['peak_mib']:.1f} | {ratio_t} | {ratio_m} "
               f"| {e[0]:.1e} | {e[1]:.1e} | {e[2]:.1e} | {vs} |")
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    sub_token_section()
     return 0
+
+
+def sub_token_section() -> None:
+    """Issue 20: the per-token AR sampling cost of 32-bit tokens as M = 2, 3, 4 sub-tokens (the same measurement
+    as ``bench_sampling.py``'s sub-token section; defaults: dim 768, 12 + 2 layers, 8×8 grid, batch 4 + CFG)."""
+    from bench_sampling import print_sub_token_cost, sub_token_cost
+
+    print_sub_token_cost(sub_token_cost())
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ B = 8, 16 × 16, z = 0.005·randn, for K = 18, 24, 32, 48 and 62, three variants
 Each (variant, K, threads) runs in a fresh subprocess: imports, input creation and a warm-up call of the same variant
 at K = 4 (library and thread-pool set-up), then ``peak_memory.reset()``, the measured call (peak = rise of the peak
 RSS over the RSS before it, ``benchmarks/peak_memory.py``), then ``--repeats`` timed calls (median wall clock, and
-median process CPU time). Threads: torch's default first, then 1.
+median process CPU time). Threads: torch's default first, then 1. "× exact" = the exact entropy's wall clock over
+the row's, same K and threads (the exact codebook entropy is the official behaviour). Fraction of the limit: FLOPs of
+one forward + backward (``limits.count_flops``: the matmuls) / wall clock / the float32 GEMM rate the parent
+measures at that thread count (``benchmarks/limits.py``); these are small, memory- and launch-bound operations, so
+the fractions are small by nature.
 
 Usage: ``.venv/bin/python benchmarks/bench_lfq_groups.py [--repeats 5] [--threads default 1] [--skip-bias]``.
 """
@@ -42,7 +46,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -217,8 +220,10 @@ def worker(variant: str, bits: int, threads: int | None, repeats: int, out: str)
         _step(module, z)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
+    import limits
+
     result = {"ms": 1e3 * statistics.median(wall), "cpu_ms": 1e3 * statistics.median(cpu), "peak_mib": peak,
-              "h_c": h_c, "threads": torch.get_num_threads()}
+              "h_c": h_c, "threads": torch.get_num_threads(), "flops": limits.count_flops(_step, module, z)}
     if variant == "grouped":  # our g = 1 value, to check the BSQ re-implementation against
         from open_magvit2.quantize import entropy_terms
 
@@ -250,13 +255,17 @@ def cost_rows(threads_list: list[int | None], repeats: int) -> list[tuple]:
 NAMES = {"exact": "exact (default)", "grouped": f"grouped g = {GROUP}", "bsq": "BSQ per bit (re-implemented)"}
 
 
-def print_cost(rows: list[tuple]) -> None:
-    print("\n| threads | K | variant | ms (wall) | CPU ms | peak MiB | H_c |")
-    print("|---|---|---|---|---|---|---|")
+def print_cost(rows: list[tuple], gemm: dict[int, float]) -> None:
+    print("\n| threads | K | variant | ms (wall) | × exact (wall) | MFLOP | fraction of fp32 GEMM | CPU ms | peak MiB "
+          "| H_c |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     g1 = {(t, k): r["h_c_g1"] for t, k, v, r in rows if v == "grouped"}
-    for _, bits, variant, r in rows:
-        print(f"| {r['threads']} | {bits} | {NAMES[variant]} | {r['ms']:.1f} | {r['cpu_ms']:.1f} | "
-              f"{r['peak_mib']:.1f} | {r['h_c']:.4f} |")
+    exact = {(t, k): r["ms"] for t, k, v, r in rows if v == "exact"}
+    for t, bits, variant, r in rows:
+        ratio = f"{exact[(t, bits)] / r['ms']:.1f}" if (t, bits) in exact else "—"
+        frac = r["flops"] / (r["ms"] / 1e3) / gemm[r["threads"]]
+        print(f"| {r['threads']} | {bits} | {NAMES[variant]} | {r['ms']:.1f} | {ratio} | {r['flops'] / 1e6:.1f} | "
+              f"{frac:.1%} | {r['cpu_ms']:.1f} | {r['peak_mib']:.1f} | {r['h_c']:.4f} |")
     diffs = [abs(r["h_c"] - g1[(t, k)]) / g1[(t, k)] for t, k, v, r in rows if v == "bsq"]
     print(f"BSQ re-implementation vs ours with g = 1: max relative H_c difference {max(diffs):.1e}")
 
@@ -278,16 +287,24 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads by default), load average {os.getloadavg()[0]:.1f} at start. "
-          f"B = {BATCH}, {SIDE}x{SIDE} tokens (N = {BATCH * SIDE * SIDE}), τ = {TAU}.")
+    import limits
+
+    print(limits.machine_header())
+    print(f"B = {BATCH}, {SIDE}x{SIDE} tokens (N = {BATCH * SIDE * SIDE}), τ = {TAU}.")
     if not args.skip_bias:
         t0 = time.perf_counter()
         print_bias(bias_rows())
         print(f"(bias part: {time.perf_counter() - t0:.0f} s)")
     if not args.skip_cost:
-        print_cost(cost_rows(threads_list, args.repeats))
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+        default = torch.get_num_threads()
+        gemm = {}
+        for t in threads_list:
+            torch.set_num_threads(t or default)
+            gemm[t or default] = limits.gemm_flops_per_s(torch.float32)
+        torch.set_num_threads(default)
+        print("float32 GEMM: " + ", ".join(f"{t} threads {g / 1e9:.1f} GFLOP/s" for t, g in gemm.items()))
+        print_cost(cost_rows(threads_list, args.repeats), gemm)
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 

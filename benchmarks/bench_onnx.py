@@ -12,20 +12,22 @@ model is installed, ``demo`` stands in with random weights of its recipe's archi
 (``configs/demo/image_tokenizer.yaml``; without it, the 8× ``imagenet_128_L_tiny`` with 2^14 codes), and the
 output says so. Inputs: ``--batch`` of scikit-image's photos, resized and centre-cropped.
 
-Time: both runtimes get ``--threads`` intra-op threads (default 1: the 2 cores are shared, and one thread makes
-process CPU time comparable); wall clock and process CPU time, runtimes interleaved, medians of ``--repeats``.
+Time: both runtimes get the same intra-op thread count, torch's default unless ``--threads`` says otherwise; wall
+clock first, then process CPU time, runtimes interleaved, medians of ``--repeats``. Fraction of the limit: FLOPs of
+the part (``limits.count_flops`` on the PyTorch call: the convolutions; both runtimes compute the same graph) /
+wall clock / the float32 GEMM rate measured in the same run at the same thread count (``benchmarks/limits.py``).
 Parity columns: encoder indices that differ (and how many of those have a latent channel within 1e-4 of zero),
 and the decoders' max |Δ| on the same indices.
 
-Usage: ``.venv/bin/python benchmarks/bench_onnx.py [--checkpoint demo] [--batch 4] [--repeats 5] [--threads 1]``.
+Usage: ``.venv/bin/python benchmarks/bench_onnx.py [--checkpoint demo] [--batch 4] [--repeats 5] [--threads N]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parent))
+import limits
 from open_magvit2.checkpoints.hub import native_size
 from open_magvit2.export_onnx import export_onnx, index_parity, onnx_session, run_onnx
 from open_magvit2.imaging import center_crop, pil_to_tensor, resize_shorter_side
@@ -101,6 +105,8 @@ def measure(tok: ImageTokenizer, name: str, size: int, args: argparse.Namespace,
         ("encode", "PyTorch"): torch_encode, ("encode", "onnxruntime"): lambda: run_onnx(enc, x),
         ("decode", "PyTorch"): torch_decode, ("decode", "onnxruntime"): lambda: run_onnx(dec, idx),
     }
+    flops = {"encode": limits.count_flops(torch_encode), "decode": limits.count_flops(torch_decode)}
+    gemm = limits.gemm_flops_per_s(torch.float32)
     for fn in variants.values():  # warm-up: first-call allocations, ORT's arena
         fn()
     wall: dict = {k: [] for k in variants}
@@ -116,7 +122,8 @@ def measure(tok: ImageTokenizer, name: str, size: int, args: argparse.Namespace,
     c = tok.config
     params = sum(p.numel() for p in tok.parameters()) / 1e6
     print(f"{name}: {c.spatial_factor}×, ch {c.ch}, ch_mult {list(c.ch_mult)}, {c.num_res_blocks} res blocks, "
-          f"2^{c.z_channels} codes, {params:.1f} M params; export of both graphs {export_s:.1f} s")
+          f"2^{c.z_channels} codes, {params:.1f} M params; export of both graphs {export_s:.1f} s; GFLOP per batch: "
+          f"encode {flops['encode'] / 1e9:.2f}, decode {flops['decode'] / 1e9:.2f}; fp32 GEMM {gemm / 1e9:.1f} GFLOP/s")
     rows = []
     for part in ("encode", "decode"):
         pt, ort = (statistics.median(wall[(part, r)]) for r in ("PyTorch", "onnxruntime"))
@@ -124,7 +131,8 @@ def measure(tok: ImageTokenizer, name: str, size: int, args: argparse.Namespace,
         check = (f"{parity.mismatched}/{parity.cells} indices differ ({parity.unexplained} not near 0)"
                  if part == "encode" else f"max abs Δ {diff:.1e}")
         rows.append(f"| {name} | {size}² | {part} | {args.batch / pt:.1f} | {args.batch / ort:.1f} | "
-                    f"**{pt / ort:.2f}×** | {pt_c / ort_c:.2f}× | {check} |")
+                    f"**{pt / ort:.2f}×** | {flops[part] / pt / gemm:.0%} / {flops[part] / ort / gemm:.0%} | "
+                    f"{pt_c / ort_c:.2f}× | {check} |")
     print("all runs (wall s): " + "; ".join(f"{'/'.join(k)}: {', '.join(f'{v:.3f}' for v in wall[k])}"
                                             for k in variants))
     return rows
@@ -135,24 +143,26 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="demo", help="image tokenizer to measure (default: the demo model)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads of both runtimes (default: torch's)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
     torch.set_float32_matmul_precision("highest")
     import onnxruntime
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, onnxruntime "
-          f"{onnxruntime.__version__}, threads {args.threads}, batch {args.batch}")
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (other processes share these cores)")
+    print(limits.machine_header())
+    print(f"onnxruntime {onnxruntime.__version__}, {args.threads} intra-op threads for both runtimes, "
+          f"batch {args.batch}")
     tok, name = load(args.checkpoint)
     torch.manual_seed(0)
     tiny = ImageTokenizer(tokenizer_config("imagenet_256_L_tiny")).eval()
-    rows = ["| model | size | part | PyTorch img/s | onnxruntime img/s | ORT / PyTorch (wall) | ORT / PyTorch (CPU) "
-            "| outputs |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | size | part | PyTorch img/s | onnxruntime img/s | ORT / PyTorch (wall) | fraction of fp32 GEMM, "
+            "PyTorch / ORT | ORT / PyTorch (CPU) | outputs |", "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as work:
         rows += measure(tok, name, native_size(tok.config.spatial_factor), args, Path(work))
         rows += measure(tiny, "imagenet_256_L_tiny (random weights)", 256, args, Path(work))
-    print(f"load average at end: {os.getloadavg()[0]:.2f}\n")
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
     print("\n".join(rows))
 
 

@@ -11,25 +11,26 @@
 * ``--compile``: ours through ``torch.compile`` (inductor, weights frozen), not used by the package (see
   BENCHMARKS.md).
 
-Model: the released ``imagenet_256_L`` architecture (115 M parameters) with random weights (PyTorch's default
-init; speed does not depend on values), float32, ``--batch`` images of 256² (smooth random images in [−1, 1]).
-"Equal outputs": the indices of ours and of the official-style forward are identical and the decoded images agree
-within the stated max |Δ| (the golden fixtures allow 1e-5 on their tiny models).
+Models: the released ``imagenet_256_L`` architecture (115 M parameters) at ``--batch`` images of 256², then
+``imagenet_128_L`` at 128² (``--presets``), random weights (PyTorch's default init; speed does not depend on
+values), float32, smooth random images in [−1, 1]. "Equal outputs": the indices of ours and of the official-style
+forward are identical (asserted) and the decoded images agree within the stated max |Δ| (the golden fixtures allow
+1e-5 on their tiny models).
 
-Time: wall clock and the main thread's CPU time, variants interleaved, medians of ``--repeats``. Other jobs share
-the 2 cores, so the default is ``--threads 1``, where CPU time does not count waiting for a core. Peak memory:
-RSS polled every 2 ms above the RSS before the call. Minor page faults of the process per call (median): fresh
-activations larger than malloc's mmap threshold are faulted in page by page, which is kernel time in the CPU time.
+Time: wall clock at torch's default thread count (``--threads`` to change it), variants interleaved, medians of
+``--repeats``; then the process CPU time (all threads). Ratio = official-style / ours, same run. Fraction of the
+limit: FLOPs of one encode + decode (``limits.count_flops``: the convolutions) / wall clock / the float32 GEMM rate
+measured in the same run at the same thread count (``benchmarks/limits.py``). Peak memory: rise of the kernel's
+high-water RSS over the resident size before the call (``benchmarks/peak_memory.py``).
 
-Usage: ``.venv/bin/python benchmarks/bench_tokenizer.py [--batch 1] [--repeats 5] [--threads 1] [--compile]``.
+Usage: ``.venv/bin/python benchmarks/bench_tokenizer.py [--presets imagenet_256_L imagenet_128_L] [--batch 1]
+[--repeats 5] [--threads N] [--compile]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -39,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sampling import PeakRSS
+import limits
+import peak_memory
 from official_style import OfficialStyleTokenizer
 from open_magvit2 import precision
 from open_magvit2.tokenizer import ImageTokenizer, tokenizer_config
@@ -53,26 +55,17 @@ def smooth_images(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="imagenet_256_L")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile (freezing) of ours")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_float32_matmul_precision("highest")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {args.threads}")
-    print(f"load average at start: {os.getloadavg()[0]:.2f} (other processes share these cores)")
+SIZES = {"imagenet_256_L": 256, "imagenet_128_L": 128}
 
+
+def measure(preset: str, args: argparse.Namespace) -> list[str]:
     torch.manual_seed(0)
-    config = tokenizer_config(args.preset)
+    config = tokenizer_config(preset)
+    size = SIZES.get(preset, 16 * config.spatial_factor)
     tok = ImageTokenizer(config).eval()
     official = OfficialStyleTokenizer(config).eval()
     official.load_state_dict(tok.state_dict(), strict=True)
-    x = smooth_images(args.batch, args.size)
+    x = smooth_images(args.batch, size)
 
     def ours() -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
@@ -108,37 +101,59 @@ def main() -> None:
         print(f"compile (first call): {time.perf_counter() - t:.1f} s")
         variants["ours, torch.compile"] = ours_compiled
 
+    flops = limits.count_flops(ours)
+    for fn in variants.values():  # warm-up: first-call allocations, oneDNN primitives
+        fn()
     wall = {k: [] for k in variants}
     cpu = {k: [] for k in variants}
-    faults = {k: [] for k in variants}
     peak: dict[str, float] = {}
     out = {}
     for _ in range(args.repeats):
         for name, fn in variants.items():
-            with PeakRSS() as mem:
-                f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                w, c = time.perf_counter(), time.thread_time()
-                out[name] = fn()
-                cpu[name].append(time.thread_time() - c)
-                wall[name].append(time.perf_counter() - w)
-                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
-            peak[name] = max(peak.get(name, 0.0), mem.mib)
-    print(f"load average at end: {os.getloadavg()[0]:.2f}")
+            base = peak_memory.reset()
+            w, c = time.perf_counter(), time.process_time()
+            out[name] = fn()
+            cpu[name].append(time.process_time() - c)
+            wall[name].append(time.perf_counter() - w)
+            peak[name] = max(peak.get(name, 0.0), peak_memory.peak_since(base))
 
     ref_dec, ref_idx = out["official-style"]
-    print(f"\n| {args.preset}, batch {args.batch}, {args.size}², float32 | wall s | CPU s | × official (wall) | "
-          "× official (CPU) | peak extra RSS | minor page faults | indices equal | max abs Δ decoded |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    gemm = limits.gemm_flops_per_s(torch.float32)
+    rows = [f"{preset}: {sum(p.numel() for p in tok.parameters()) / 1e6:.1f} M parameters, {flops / 1e9:.1f} GFLOP per "
+            f"encode + decode of {args.batch} × {size}² (FlopCounterMode); float32 GEMM {gemm / 1e9:.1f} GFLOP/s "
+            f"measured in this run; decoded range {ref_dec.min().item():.2f} .. {ref_dec.max().item():.2f}", "",
+            f"| {preset}, batch {args.batch}, {size}², float32 | wall s | × official (wall) | GFLOP/s | fraction of "
+            "fp32 GEMM | CPU s (all threads) | × official (CPU) | peak extra RSS | indices equal | max abs Δ decoded |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     med = {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in variants}
     for name in variants:
         dec, idx = out[name]
         same = torch.equal(idx.flatten(), ref_idx.flatten().long())
+        assert same, f"{name}: indices differ from the official-style forward"
         delta = (dec.float() - ref_dec).abs().max().item()
         w, c = med[name]
-        print(f"| {name} | {w:.2f} | {c:.2f} | {med['official-style'][0] / w:.2f} | {med['official-style'][1] / c:.2f} "
-              f"| {peak[name]:.0f} MiB | {statistics.median(faults[name]) / 1e3:.0f} k | {same} | {delta:.1e} |")
-    print(f"decoded range {ref_dec.min().item():.2f} .. {ref_dec.max().item():.2f}")
-    print("all runs (CPU s): " + "; ".join(f"{k}: {', '.join(f'{v:.2f}' for v in cpu[k])}" for k in variants))
+        rows.append(f"| {name} | {w:.3f} | {med['official-style'][0] / w:.2f} | {flops / w / 1e9:.1f} | "
+                    f"{flops / w / gemm:.0%} | {c:.2f} | {med['official-style'][1] / c:.2f} | {peak[name]:.0f} MiB | "
+                    f"{same} | {delta:.1e} |")
+    rows.append("all runs (wall s): " + "; ".join(f"{k}: {', '.join(f'{v:.2f}' for v in wall[k])}" for k in variants))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", nargs="+", default=list(SIZES))
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's default)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (freezing) of ours")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision("highest")
+    print(limits.machine_header())
+    for preset in args.presets:
+        print("\n" + "\n".join(measure(preset, args)), flush=True)
+    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

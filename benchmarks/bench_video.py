@@ -8,7 +8,10 @@ Peak memory. torch's CPU allocator is invisible to tracemalloc, so every case ru
 (2) runs the model once on a 1-frame 2f×2f clip (one-time oneDNN / thread-pool set-up), (3) clears the peak-RSS
 mark and reads the resident size (weights + input + runtime; ``benchmarks/peak_memory.py``), (4) runs the measured
 call. "Δ peak" is the rise of the peak RSS over that resident size: the extra memory of the measured call
-(activations, im2col buffers, outputs). Times are wall clock of the measured call (``torch.inference_mode``).
+(activations, im2col buffers, outputs). Times are wall clock of the measured call (``torch.inference_mode``) at
+torch's default thread count. Fraction of the limit: FLOPs of the case (``limits.count_flops`` of encoder + decoder
+run on 'meta' tensors, i.e. counted from the shapes: the convolutions) / total wall clock / the float32 GEMM rate
+measured by the parent process before the cases, at the same thread count (``benchmarks/limits.py``).
 
 Windows cannot match a single call in both frames and latent frames at once (n windows of 4k+1 frames give n more
 latent frames than one call on the same frames), so the windowed run is compared with each in turn:
@@ -28,13 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import limits
 import peak_memory
 
 
@@ -79,6 +82,20 @@ def worker(case: str, preset: str, size: int, frames: int, factor: int, out: str
     Path(out).write_text(json.dumps(res))
 
 
+def case_flops(preset: str, frames: int, size: int) -> int:
+    """FLOPs of one encode + decode of a (1, 3, frames, size, size) clip, counted on 'meta' tensors (no compute)."""
+    import torch
+
+    from open_magvit2.tokenizer.presets import tokenizer_config
+    from open_magvit2.tokenizer.video import VideoTokenizer
+
+    with torch.device("meta"):
+        tok = VideoTokenizer(tokenizer_config(preset))
+        x = torch.empty(1, 3, frames, size, size)
+    with torch.inference_mode():
+        return limits.count_flops(lambda: tok.decode_codes(tok.encode_latent(x)))
+
+
 def run_case(case: str, args: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = tmp.name
@@ -107,26 +124,32 @@ def main() -> None:
 
     import torch
 
+    print(limits.machine_header())
+    gemm = limits.gemm_flops_per_s(torch.float32)
     results = {}
     for case in ("window", "windowed", "same frames", "same latents"):
         print(f"running {case} …", file=sys.stderr, flush=True)
         results[case] = run_case(case, args)
+        r = results[case]
+        one = case_flops(args.preset, args.frames if case == "windowed" else r["frames"], args.size)
+        r["flops"] = one * (args.factor if case == "windowed" else 1)
     w = results["windowed"]
     print(f"\n{args.preset} ({w['params_m']:.1f} M parameters, random init), batch 1, {args.size}×{args.size}; "
-          f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads\n")
-    print("| case | frames | latent frames | encode s | decode s | total s | Δ peak MiB | one call / windowed: time "
-          "| one call / windowed: Δ peak |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{torch.get_num_threads()} threads; float32 GEMM {gemm / 1e9:.1f} GFLOP/s measured before the cases\n")
+    print("| case | frames | latent frames | encode s | decode s | total s (wall) | GFLOP | fraction of fp32 GEMM | "
+          "Δ peak MiB | one call / windowed: time | one call / windowed: Δ peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for case, r in results.items():
         total = r["encode_s"] + r["decode_s"]
         ratios = ("", "") if case in ("window", "windowed") else (
             f"{total / (w['encode_s'] + w['decode_s']):.2f}×", f"{r['delta_mib'] / w['delta_mib']:.2f}×")
         print(f"| {case} | {r['frames']} | {r['latents']} | {r['encode_s']:.1f} | {r['decode_s']:.1f} | {total:.1f} | "
-              f"{r['delta_mib']:.0f} | {ratios[0]} | {ratios[1]} |")
+              f"{r['flops'] / 1e9:.0f} | {r['flops'] / total / gemm:.0%} | {r['delta_mib']:.0f} | {ratios[0]} | "
+              f"{ratios[1]} |")
     one = results["window"]
     print(f"\nwindowed / one window: Δ peak memory {w['delta_mib'] / one['delta_mib']:.2f}× for "
           f"{w['frames'] / one['frames']:.0f}× the frames")
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,12 @@ kept small so that a 2-core CPU finishes in minutes: the tile/frame ratio is wha
 
 Peak memory: encode + decode of one 17×256×384 window, untiled and in 64² tiles (overlap 16), each in a fresh
 subprocess (the rise of the peak RSS over the resident size after building the model and input and a small warm-up call;
-``benchmarks/peak_memory.py``).
+``benchmarks/peak_memory.py``), with the wall clock of the call at torch's default thread count, the ratio tiled /
+whole frames (the baseline: the official code has no tiles) and the fraction of the limit: FLOPs (``limits
+.count_flops`` of encoder + decoder on 'meta' tensors of the frame or tile shapes: the convolutions; tiled = tiles
+× one tile) / wall clock / the float32 GEMM rate measured in the same run (``benchmarks/limits.py``).
 
-Usage: ``.venv/bin/python benchmarks/bench_video_tiling.py [--train-steps 150] [--threads 1] [--no-memory]``.
+Usage: ``.venv/bin/python benchmarks/bench_video_tiling.py [--train-steps 150] [--threads N] [--no-memory]``.
 Measured on CPU only (no GPU here).
 """
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +40,7 @@ import time
 import numpy as np
 import torch
 
+import limits
 import peak_memory
 
 TILE, OVERLAPS, CROP = 64, (0, 16, 32), 32
@@ -142,14 +146,27 @@ def memory_worker(case: str) -> None:
     print(json.dumps({"case": case, "peak_mib": peak_memory.peak_since(base), "seconds": seconds}))
 
 
+def window_flops(height: int, width: int) -> int:
+    """FLOPs of encode + decode of one 17 × height × width window, counted on 'meta' tensors (no compute)."""
+    from open_magvit2.tokenizer.presets import tokenizer_config
+    from open_magvit2.tokenizer.video import VideoTokenizer
+
+    with torch.device("meta"):
+        tok = VideoTokenizer(tokenizer_config("ucf101_128_L_tiny"))
+        x = torch.empty(1, 3, FRAMES, height, width)
+    with torch.inference_mode():
+        return limits.count_flops(lambda: tok.decode_codes(tok.encode_latent(x)))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-steps", type=int, default=150)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_worker:
         memory_worker(args.memory_worker)
         return
@@ -157,6 +174,7 @@ def main() -> None:
     from open_magvit2.tokenizer.presets import tokenizer_config
     from open_magvit2.tokenizer.video import VideoTokenizer
 
+    print(limits.machine_header())
     torch.manual_seed(0)
     tok = VideoTokenizer(tokenizer_config("ucf101_128_L_tiny"))
     clip = real_clip()
@@ -167,8 +185,7 @@ def main() -> None:
           f"{np.mean(losses[-20:]):.4f}")
     rows = quality(tok, clip)
     print(f"\nseams: {TILE}² tiles on a 17×{H}×{W} clip (rocket photo, pan + zoom), ucf101_128_L_tiny trained "
-          f"{args.train_steps} steps; torch {torch.__version__}, {platform.machine()}, "
-          f"{torch.get_num_threads()} threads\n")
+          f"{args.train_steps} steps; {torch.get_num_threads()} threads\n")
     print("| overlap (px) | tokens = untiled | at seams | decode PSNR vs untiled, seam band | elsewhere | "
           "max |Δ| at seams | PSNR vs original |")
     print("|---|---|---|---|---|---|---|")
@@ -183,16 +200,25 @@ def main() -> None:
         return
     mem = {}
     for case in ("untiled", "tiled"):
-        run = subprocess.run([sys.executable, __file__, "--memory-worker", case, "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run([sys.executable, __file__, "--memory-worker", case, "--threads",
+                              str(torch.get_num_threads())], capture_output=True, text=True, check=True)
         mem[case] = json.loads(run.stdout.strip().splitlines()[-1])
-    print(f"\nmemory: encode + decode of one 17×{2 * H}×{2 * W} window (ucf101_128_L_tiny, random init)\n")
-    print("| case | Δ peak MiB | seconds |")
-    print("|---|---|---|")
-    for case, label in (("untiled", "whole frames"), ("tiled", f"{TILE}² tiles, overlap 16")):
-        print(f"| {label} | {mem[case]['peak_mib']:.0f} | {mem[case]['seconds']:.1f} |")
+    from open_magvit2.tokenizer.video import tile_starts
+
+    gemm = limits.gemm_flops_per_s(torch.float32)
+    tiles = len(tile_starts(2 * H, TILE, 16)) * len(tile_starts(2 * W, TILE, 16))
+    flops = {"untiled": window_flops(2 * H, 2 * W), "tiled": tiles * window_flops(TILE, TILE)}
+    print(f"\nmemory: encode + decode of one 17×{2 * H}×{2 * W} window (ucf101_128_L_tiny, random init); float32 GEMM "
+          f"{gemm / 1e9:.1f} GFLOP/s measured now\n")
+    print("| case | wall s | × whole frames (wall) | GFLOP | fraction of fp32 GEMM | Δ peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for case, label in (("untiled", "whole frames"), ("tiled", f"{TILE}² tiles ({tiles}), overlap 16")):
+        sec = mem[case]["seconds"]
+        print(f"| {label} | {sec:.1f} | {sec / mem['untiled']['seconds']:.2f} | {flops[case] / 1e9:.0f} | "
+              f"{flops[case] / sec / gemm:.0%} | {mem[case]['peak_mib']:.0f} |")
     print(f"\npeak memory whole / tiled: {mem['untiled']['peak_mib'] / max(mem['tiled']['peak_mib'], 1):.1f}×; "
           f"time tiled / whole: {mem['tiled']['seconds'] / mem['untiled']['seconds']:.2f}×")
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
