@@ -41,6 +41,7 @@ def _export(run: Path, out: Path, *args: str) -> dict[str, torch.Tensor]:
     return weights(out)
 
 
+@pytest.mark.slow  # a learning check: 300 training steps (~40 s)
 def test_tiny_recipe_overfits_and_greedy_samples_reproduce_the_data(tokens, tmp_path):
     """Done-when 1: within the recipe's 300 steps both cross-entropies fall below 0.5 nats, and greedy decoding of
     the exported model for each training label gives back that label's token sequence."""
