@@ -11,9 +11,10 @@ from saturation, like the fixture's "soft" cases), at K = 18 (2^18 codes) and K 
 
 Peak memory. torch's CPU allocator is invisible to tracemalloc, so every (variant, K) runs in a fresh subprocess
 that (1) imports, builds the input and runs the same variant once on a 1-token input (one-time library and thread
-pool set-up), (2) reads ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` as the baseline, (3) runs the measured call
-and reads ru_maxrss again. Peak MiB = the increase of the process's high-water RSS, i.e. the extra memory of one
-forward + backward. glibc serves these large tensors with mmap, so freed memory does not hide a later peak.
+pool set-up), (2) clears the process's peak-RSS mark and reads the RSS as the baseline (``peak_memory.reset``; the
+peak that the imports left can exceed the measured call's), (3) runs the measured call and reads the new peak. Peak
+MiB = its rise over the baseline, i.e. the extra memory of one forward + backward. glibc serves these large
+tensors with mmap, so freed memory does not hide a later peak.
 Time: median over ``--repeats`` further calls (wall clock at torch's default thread count), after the memory run.
 Fraction of the limit: FLOPs of one forward + backward (``limits.count_flops``: the matmuls; counted on one image of
 16 × 16 tokens and × B, as every matmul here is linear in the number of tokens) / wall clock / the float32 GEMM rate
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -71,9 +71,11 @@ def worker(variant: str, bits: int, repeats: int, out: str) -> None:
     fn = fns[variant]
     z = _make_z(bits)
     _step(fn, _make_z(bits, batch=1, side=1))  # warm-up on one token: library / thread-pool set-up
-    base_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    import peak_memory
+
+    base = peak_memory.reset()  # clear the peak-RSS mark that imports left (it can exceed the measured call's)
     h_s, h_c, grad = _step(fn, z)
-    peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_kib) / 1024
+    peak_mib = peak_memory.peak_since(base)
     del grad
     times = []
     for _ in range(repeats):
