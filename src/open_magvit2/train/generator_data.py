@@ -57,6 +57,11 @@ def open_train_data(data: str | Path, dcfg: Any, ctx: DistContext, seed: int) ->
                 f"--data {data}: not a token set (no {INDEX_NAME}); make one with `open-magvit2 tokenize-dataset`, "
                 "or set data.tokenizer in the recipe to encode images on the fly")
         shards = TokenShards(data)
+        if len(shards.grid) != 2:
+            grid = "×".join(str(g) for g in shards.grid)
+            raise ValueError(f"--data {data}: a video token set ({grid} grids per clip); train-generator trains the "
+                             "image generator on (h, w) token grids, and video generators cannot be trained yet. Give "
+                             "it a token set made from images")
         tok_dir = token_set_tokenizer(data)
         info = read_index(data).get("tokenizer")
         if info is not None and tok_dir is None:
