@@ -82,7 +82,7 @@ def digits_accuracy(generator: nn.Module, *, per_class: int = 100, cfg_scale: fl
     clf = digits_classifier()
     labels = torch.arange(10).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
-    extra = {} if cfg_scale is None else {"cfg_scale": (cfg_scale, cfg_scale)}
+    extra = {} if cfg_scale is None else {"cfg_scale": cfg_scale}  # one scale for every sub-token
     preds = []
     for part in labels.split(batch):
         images = to_uint8(generator.sample_images(part, generator=g, **extra))
