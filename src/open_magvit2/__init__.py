@@ -1,4 +1,4 @@
-"""open-magvit2: Open-MAGVIT2 lookup-free-quantisation tokenizers and the factorised AR image generator.
+"""open-magvit2: Open-MAGVIT2 lookup-free-quantisation tokenizers and the factorised AR image and video generators.
 
 >>> from open_magvit2 import ImageTokenizer
 >>> tok = ImageTokenizer.from_pretrained("imagenet_256_L.ckpt")   # official file, EMA weights
@@ -6,7 +6,7 @@
 >>> recon = tok.decode(indices)                                     # (B, 3, 256, 256), unclamped
 """
 
-from open_magvit2.generator import ImageGenerator
+from open_magvit2.generator import ImageGenerator, VideoGenerator
 from open_magvit2.imaging import crop_box, load_image, pad_to_multiple, save_image, to_uint8
 from open_magvit2.quantize import LFQ, LFQOutput
 from open_magvit2.registry import load_pretrained
@@ -19,6 +19,7 @@ __all__ = [
     "ImageTokenizer",
     "LFQOutput",
     "TokenizerConfig",
+    "VideoGenerator",
     "VideoTokenizer",
     "__version__",
     "crop_box",

@@ -16,14 +16,15 @@ from torch import nn
 from open_magvit2.checkpoints.hub import MODEL_TYPES
 from open_magvit2.checkpoints.loading import open_checkpoint
 from open_magvit2.checkpoints.official import check_weights
-from open_magvit2.generator import ImageGenerator
+from open_magvit2.generator import ImageGenerator, VideoGenerator
+from open_magvit2.generator.api import TokenGenerator
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
 
 class ModelKind(NamedTuple):
     """One kind of model: its class and how messages name it."""
 
-    cls: type[ImageTokenizer] | type[VideoTokenizer] | type[ImageGenerator]
+    cls: type[ImageTokenizer] | type[VideoTokenizer] | type[ImageGenerator] | type[VideoGenerator]
     label: str
 
 
@@ -33,6 +34,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
         ModelKind(ImageTokenizer, "image tokenizer"),
         ModelKind(VideoTokenizer, "video tokenizer"),
         ModelKind(ImageGenerator, "generator"),
+        ModelKind(VideoGenerator, "video generator"),
     )
 }
 
@@ -59,6 +61,6 @@ def load_pretrained(
     check_weights(weights)
     checkpoint = open_checkpoint(path_or_id, revision)  # the one folder-or-official-file dispatch
     cls = model_kind(checkpoint.model_type).cls
-    if cls is ImageGenerator:  # the official AR files hold one set of weights, no EMA
+    if issubclass(cls, TokenGenerator):  # generators hold one set of weights (the official AR files: no EMA)
         return cls.from_checkpoint(checkpoint, device=device, dtype=dtype, **kwargs)
     return cls.from_checkpoint(checkpoint, weights, device=device, dtype=dtype, **kwargs)

@@ -32,7 +32,7 @@ from open_magvit2.checkpoints.official import damaged_file, first_sentence
 from open_magvit2.fileio import atomic_write
 
 # what a checkpoint may hold: the ``model_type`` every checkpoint records (``registry.py`` maps each to its class)
-MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator")
+MODEL_TYPES = ("image_tokenizer", "video_tokenizer", "image_generator", "video_generator")
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -154,7 +154,8 @@ def demo_model_dir(model_type: str | None) -> Path:
     if model_type not in MODEL_TYPES:  # one bundled demo model of each kind
         raise ValueError(
             "'demo' names one bundled model per class: use ImageTokenizer.from_pretrained('demo'), "
-            "VideoTokenizer.from_pretrained('demo') or ImageGenerator.from_pretrained('demo')"
+            "VideoTokenizer.from_pretrained('demo'), ImageGenerator.from_pretrained('demo') or "
+            "VideoGenerator.from_pretrained('demo')"
         )
     path = DEMO_ROOT / model_type
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():

@@ -3,8 +3,15 @@ and the ``ImageGenerator`` API that pairs the transformer with its tokenizer."""
 
 from open_magvit2.generator.api import ImageGenerator, infer_generator_config
 from open_magvit2.generator.loss import GeneratorLoss, generator_loss
-from open_magvit2.generator.model import GENERATOR_PRESETS, GeneratorConfig, GeneratorTransformer
+from open_magvit2.generator.model import (
+    GENERATOR_PRESETS,
+    GeneratorConfig,
+    GeneratorTransformer,
+    VideoGeneratorConfig,
+    VideoGeneratorTransformer,
+)
 from open_magvit2.generator.sampling import SampleOutput, filter_logits, generate_tokens
+from open_magvit2.generator.video import VideoGenerator
 
 __all__ = [
     "GENERATOR_PRESETS",
@@ -13,6 +20,9 @@ __all__ = [
     "GeneratorTransformer",
     "ImageGenerator",
     "SampleOutput",
+    "VideoGenerator",
+    "VideoGeneratorConfig",
+    "VideoGeneratorTransformer",
     "filter_logits",
     "generate_tokens",
     "generator_loss",

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -23,15 +23,17 @@ from open_magvit2.checkpoints.official import tokenizer_weights
 from open_magvit2.generator.model import (
     GENERATOR_PRESETS,
     GeneratorConfig,
-    GeneratorTransformer,
+    VideoGeneratorConfig,
     check_labels,
     spread_over_sub_tokens,
     swiglu_hidden,
+    transformer_for,
 )
 from open_magvit2.generator.sampling import generate_tokens
 from open_magvit2.quantize import factorize_indices, unfactorize_indices
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig
 from open_magvit2.tokenizer.config import infer_tokenizer_config
+from open_magvit2.tokenizer.model import Tokenizer
 
 Device = str | torch.device | None
 DType = str | torch.dtype | None
@@ -40,41 +42,47 @@ TRANSFORMER_PREFIX = "transformer."
 FIRST_STAGE_PREFIX = "first_stage_model."
 
 
-class ImageGenerator(nn.Module):
-    """Class-conditional image generator: ``.transformer`` (a :class:`GeneratorTransformer`) predicts LFQ tokens,
-    ``.tokenizer`` (an :class:`ImageTokenizer`, or None for a tokens-only model) decodes them.
+class TokenGenerator(nn.Module):
+    """What the image and the video generator share: ``.transformer`` (a :class:`GeneratorTransformer`, the
+    video one for a video config) predicts LFQ tokens, ``.tokenizer`` (or None for a tokens-only model) decodes
+    them; token checks, teacher-forced logits, sampling, decoding and ``save_pretrained``/``from_pretrained``.
+    The subclasses set the model type, the config and tokenizer classes and their own ``generate``."""
 
-    Tokens are full LFQ indices, int64 (B, h, w) with h = w = ``config.grid_size``, in [0, 2^K); labels are int64
-    (B,) in [0, num_classes], where ``num_classes`` is the null (unconditional) class.
-    """
-
-    model_type: ClassVar[str] = "image_generator"
+    model_type: ClassVar[str]
+    config_class: ClassVar[type[GeneratorConfig]]
+    tokenizer_class: ClassVar[type[Tokenizer]]
 
     def __init__(self, *, config: GeneratorConfig, tokenizer_config: TokenizerConfig | None = None) -> None:
         super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         if tokenizer_config is not None and tokenizer_config.z_channels != config.bits:
             raise ValueError(
                 f"the tokenizer has {tokenizer_config.z_channels} bits but factorized_bits {config.factorized_bits} "
                 f"sum to {config.bits}; they must match"
             )
         self.config = config
-        self.transformer = GeneratorTransformer(config=config)
-        self.tokenizer = None if tokenizer_config is None else ImageTokenizer(tokenizer_config)
+        self.transformer = transformer_for(config)
+        self.tokenizer = None if tokenizer_config is None else self.tokenizer_class(tokenizer_config)
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Tokens per sample: (h, w) for images, (t, h, w) for video."""
+        return (self.config.grid_size,) * 2
 
     # ---- tokens ---------------------------------------------------------------------------------------------
     def _split(self, indices: Tensor) -> tuple[Tensor, ...]:
-        """Full indices (B, N) or (B, h, w) → the M sub-tokens, each (B, N), with input checks."""
-        c = self.config
+        """Full indices (B, N) or (B, *grid) → the M sub-tokens, each (B, N), with input checks."""
+        c, grid = self.config, self.grid
+        shape = f"(B, {c.seq_len}) or (B, {', '.join(map(str, grid))})"
         if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError("indices must be an integer tensor of full LFQ indices, (B, N) or (B, h, w)")
-        if indices.dim() == 3:
-            if tuple(indices.shape[1:]) != (c.grid_size, c.grid_size):
-                raise ValueError(f"indices must be (B, {c.grid_size}, {c.grid_size}), got {tuple(indices.shape)}")
+            raise ValueError(f"indices must be an integer tensor of full LFQ indices, {shape}")
+        if indices.dim() == 1 + len(grid) and indices.dim() > 2:
+            if tuple(indices.shape[1:]) != grid:
+                raise ValueError(f"indices must be {shape}, got {tuple(indices.shape)}")
             indices = indices.flatten(1)
         if indices.dim() != 2 or indices.shape[1] != c.seq_len:
-            raise ValueError(
-                f"indices must be (B, {c.seq_len}) or (B, {c.grid_size}, {c.grid_size}), got {tuple(indices.shape)}"
-            )
+            raise ValueError(f"indices must be {shape}, got {tuple(indices.shape)}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= 2**c.bits):
             raise ValueError(
                 f"indices must lie in [0, 2^{c.bits}); got [{int(indices.min())}, {int(indices.max())}]. Pass full LFQ "
@@ -94,6 +102,127 @@ class ImageGenerator(nn.Module):
             raise ValueError(f"got {labels.shape[0]} labels for {tokens[0].shape[0]} token sequences")
         device = self.transformer.pre_emb.weight.device
         return self.transformer(*(t.to(device) for t in tokens), labels.to(device))
+
+    def _sample(
+        self,
+        labels: Tensor,
+        prefix: Tensor | None,
+        cfg_scale: float | tuple[float, ...] | None,
+        temperature: float | tuple[float, ...] | None,
+        top_k: int | tuple[int, ...],
+        top_p: float | tuple[float, ...],
+        generator: torch.Generator | None,
+        progress: bool,
+        compile: bool | dict[str, Any],
+    ) -> Tensor:
+        """Full indices (B, *grid) int64; ``prefix``: the first P full indices (B, P), given, not sampled."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; for a seed "
+                            "pass generator=torch.Generator(device).manual_seed(seed)")
+        c = self.config
+        out = generate_tokens(
+            self.transformer,
+            labels,
+            cfg_scale=c.sample_cfg_scale if cfg_scale is None else cfg_scale,
+            temperature=c.sample_temperature if temperature is None else temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            progress=progress,
+            compile=compile,
+            prefix=None if prefix is None else factorize_indices(prefix, c.factorized_bits),
+        )
+        return unfactorize_indices(out.tokens, c.factorized_bits).view(-1, *self.grid)
+
+    @torch.no_grad()
+    def decode(self, indices: Tensor) -> Tensor:
+        """Full indices (B, *grid) → pixels clamped to [−1, 1] through this model's own tokenizer: images
+        (B, 3, H, W), or clips (B, 3, T, H, W) for video."""
+        if self.tokenizer is None:
+            raise ValueError("this generator has no tokenizer (tokens-only checkpoint); decode the indices with one")
+        return self.tokenizer.decode(indices).clamp(-1.0, 1.0)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors``; reload with :meth:`from_pretrained`."""
+        tok = None if self.tokenizer is None else self.tokenizer.config.to_dict()
+        config = {"generator": self.config.to_dict(), "tokenizer": tok}
+        return save_pretrained_dir(directory, self.model_type, config, self.state_dict())
+
+    @classmethod
+    def from_weights(
+        cls: type[G],
+        config: GeneratorConfig,
+        tokenizer_config: TokenizerConfig | None,
+        state_dict: Mapping[str, Tensor],
+        *,
+        device: Device = None,
+        dtype: DType = None,
+        release_source: bool = False,
+    ) -> G:
+        """Build on the meta device and load ``state_dict`` (our key names) strictly, straight onto ``device``
+        (default CPU) in ``dtype`` (default float32); the RoPE table stays float32 (``precision.py``)."""
+        return build_and_load(
+            lambda: cls(config=config, tokenizer_config=tokenizer_config), state_dict, device=device, dtype=dtype,
+            what=cls.__name__, release_source=release_source,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls: type[G], path_or_id: str | Path, revision: str | None = None, *, device: Device = None,
+        dtype: DType = None, **overrides: Any,
+    ) -> G:
+        """Load a ``save_pretrained`` directory, ``"demo"`` (the bundled demo model), a released name, a Hugging
+        Face repo id or (image generator) an official AR ``.ckpt``, strictly, straight onto ``device`` in ``dtype``
+        (no float32 copy on the host first).
+
+        For an official file the architecture is read from the tensor shapes; ``head_dim`` (default 64) and
+        ``grid_size`` (default 16) cannot be, so pass them if yours differ. Other ``GeneratorConfig`` fields can be
+        overridden too (e.g. ``sample_cfg_scale``). Its ``first_stage_model`` (raw weights) becomes ``.tokenizer``.
+        """
+        checkpoint = open_checkpoint(path_or_id, revision, model_type=cls.model_type)
+        return cls.from_checkpoint(checkpoint, device=device, dtype=dtype, **overrides)
+
+    @classmethod
+    def from_checkpoint(
+        cls: type[G], checkpoint: Checkpoint, *, device: Device = None, dtype: DType = None, **overrides: Any
+    ) -> G:
+        """:meth:`from_pretrained` for an already opened :class:`~open_magvit2.checkpoints.loading.Checkpoint`."""
+        check_model_type(checkpoint, (cls.model_type,), cls.__name__)
+        place = dict(device=device, dtype=dtype, release_source=checkpoint.file_backed)
+        if checkpoint.config is None:
+            return cls.from_official_state_dict(checkpoint.state_dict, **place, **overrides)
+        cfg = checkpoint.config
+        config = cls.config_class.from_dict({**cfg["generator"], **overrides})
+        tok = None if cfg.get("tokenizer") is None else TokenizerConfig.from_dict(cfg["tokenizer"])
+        return cls.from_weights(config, tok, checkpoint.state_dict, **place)
+
+    @classmethod
+    def from_official_state_dict(cls: type[G], state_dict: Mapping[str, Tensor], **kwargs: Any) -> G:
+        """Official AR checkpoints hold image generators only (:meth:`ImageGenerator.from_official_state_dict`)."""
+        raise ValueError(f"official AR checkpoints hold image generators; a {cls.__name__} loads from a "
+                         "save_pretrained folder")
+
+
+G = TypeVar("G", bound=TokenGenerator)
+
+
+class ImageGenerator(TokenGenerator):
+    """Class-conditional image generator: ``.transformer`` (a :class:`GeneratorTransformer`) predicts LFQ tokens,
+    ``.tokenizer`` (an :class:`ImageTokenizer`, or None for a tokens-only model) decodes them.
+
+    Tokens are full LFQ indices, int64 (B, h, w) with h = w = ``config.grid_size``, in [0, 2^K); labels are int64
+    (B,) in [0, num_classes], where ``num_classes`` is the null (unconditional) class.
+    """
+
+    model_type: ClassVar[str] = "image_generator"
+    config_class: ClassVar[type[GeneratorConfig]] = GeneratorConfig
+    tokenizer_class: ClassVar[type[Tokenizer]] = ImageTokenizer
+
+    def __init__(self, *, config: GeneratorConfig, tokenizer_config: TokenizerConfig | None = None) -> None:
+        if isinstance(config, VideoGeneratorConfig):
+            raise TypeError("a VideoGeneratorConfig makes a VideoGenerator, not an ImageGenerator")
+        super().__init__(config=config, tokenizer_config=tokenizer_config)
 
     def generate(
         self,
@@ -116,89 +245,13 @@ class ImageGenerator(nn.Module):
         gives the same tokens everywhere, but syncs per draw). ``compile=True`` compiles the decode step once
         (``torch.compile``; CUDA graphs on a GPU), see :func:`~open_magvit2.generator.sampling.generate_tokens`.
         """
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}; for a seed "
-                            "pass generator=torch.Generator(device).manual_seed(seed)")
-        c = self.config
-        out = generate_tokens(
-            self.transformer,
-            labels,
-            cfg_scale=c.sample_cfg_scale if cfg_scale is None else cfg_scale,
-            temperature=c.sample_temperature if temperature is None else temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            progress=progress,
-            compile=compile,
-        )
-        return unfactorize_indices(out.tokens, c.factorized_bits).view(-1, c.grid_size, c.grid_size)
-
-    @torch.no_grad()
-    def decode(self, indices: Tensor) -> Tensor:
-        """Full indices (B, h, w) → images (B, 3, H, W) clamped to [−1, 1], through this model's own tokenizer."""
-        if self.tokenizer is None:
-            raise ValueError("this generator has no tokenizer (tokens-only checkpoint); decode the indices with one")
-        return self.tokenizer.decode(indices).clamp(-1.0, 1.0)
+        return self._sample(labels, None, cfg_scale, temperature, top_k, top_p, generator, progress, compile)
 
     def sample_images(self, labels: Tensor, **sampling: Any) -> Tensor:
         """``generate`` then ``decode``: images (B, 3, H, W) in [−1, 1]. Keyword arguments go to ``generate``."""
         if self.tokenizer is None:
             raise ValueError("this generator has no tokenizer (tokens-only checkpoint); use generate() instead")
         return self.decode(self.generate(labels, **sampling))
-
-    # ---- checkpoints ----------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors``; reload with :meth:`from_pretrained`."""
-        tok = None if self.tokenizer is None else self.tokenizer.config.to_dict()
-        config = {"generator": self.config.to_dict(), "tokenizer": tok}
-        return save_pretrained_dir(directory, self.model_type, config, self.state_dict())
-
-    @classmethod
-    def from_weights(
-        cls,
-        config: GeneratorConfig,
-        tokenizer_config: TokenizerConfig | None,
-        state_dict: Mapping[str, Tensor],
-        *,
-        device: Device = None,
-        dtype: DType = None,
-        release_source: bool = False,
-    ) -> ImageGenerator:
-        """Build on the meta device and load ``state_dict`` (our key names) strictly, straight onto ``device``
-        (default CPU) in ``dtype`` (default float32); the RoPE table stays float32 (``precision.py``)."""
-        return build_and_load(
-            lambda: cls(config=config, tokenizer_config=tokenizer_config), state_dict, device=device, dtype=dtype,
-            what="ImageGenerator", release_source=release_source,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls, path_or_id: str | Path, revision: str | None = None, *, device: Device = None, dtype: DType = None,
-        **overrides: Any,
-    ) -> ImageGenerator:
-        """Load an official AR ``.ckpt``, a ``save_pretrained`` directory, a released name or a Hugging Face repo
-        id, strictly, straight onto ``device`` in ``dtype`` (no float32 copy on the host first).
-
-        For an official file the architecture is read from the tensor shapes; ``head_dim`` (default 64) and
-        ``grid_size`` (default 16) cannot be, so pass them if yours differ. Other ``GeneratorConfig`` fields can be
-        overridden too (e.g. ``sample_cfg_scale``). Its ``first_stage_model`` (raw weights) becomes ``.tokenizer``.
-        """
-        checkpoint = open_checkpoint(path_or_id, revision, model_type=cls.model_type)
-        return cls.from_checkpoint(checkpoint, device=device, dtype=dtype, **overrides)
-
-    @classmethod
-    def from_checkpoint(
-        cls, checkpoint: Checkpoint, *, device: Device = None, dtype: DType = None, **overrides: Any
-    ) -> ImageGenerator:
-        """:meth:`from_pretrained` for an already opened :class:`~open_magvit2.checkpoints.loading.Checkpoint`."""
-        check_model_type(checkpoint, (cls.model_type,), cls.__name__)
-        place = dict(device=device, dtype=dtype, release_source=checkpoint.file_backed)
-        if checkpoint.config is None:
-            return cls.from_official_state_dict(checkpoint.state_dict, **place, **overrides)
-        cfg = checkpoint.config
-        config = GeneratorConfig.from_dict({**cfg["generator"], **overrides})
-        tok = None if cfg.get("tokenizer") is None else TokenizerConfig.from_dict(cfg["tokenizer"])
-        return cls.from_weights(config, tok, checkpoint.state_dict, **place)
 
     @classmethod
     def from_official_state_dict(

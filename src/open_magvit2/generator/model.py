@@ -205,6 +205,38 @@ def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
     return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).to(x.dtype)
 
 
+def rope_axis_pairs(head_dim: int) -> tuple[int, int, int]:
+    """How the (t, h, w) RoPE shares a head's head_dim/2 rotation pairs among its axes: (t, h, w) pair counts,
+    3/8 of them to each spatial axis and the rest (at least a quarter) to time; 8/12/12 for head_dim 64."""
+    pairs = head_dim // 2
+    spatial = (3 * pairs) // 8
+    return pairs - 2 * spatial, spatial, spatial
+
+
+def rope_3d_table(frames: int, grid_size: int, head_dim: int, base: float = 10000.0) -> Tensor:
+    """The video generator's (t, h, w) RoPE table (docs/design.md "Video generation"): (1 + frames·grid²,
+    head_dim/2, 2) float32 of (cos, sin), in the layout of :func:`rope_2d_table`.
+
+    Pairs [0, a_t) rotate by ``t·f^t_j``, the next a_h by ``y·f^h_j``, the last a_w by ``x·f^w_j``
+    (:func:`rope_axis_pairs`), with ``f_j = base^(−j/a)`` for an axis of a pairs, for the cell (t, y, x) of raster
+    position p = (t·grid + y)·grid + x at row 1 + p. Row 0 (the class token) is all zeros, as in the image table, so
+    the intra transformer reads the same rows 0..M−1 (zeros, then position (0, 0, 0): the identity, ...).
+    """
+    a_t, a_h, a_w = rope_axis_pairs(head_dim)
+
+    def axis(n: int, a: int) -> Tensor:  # (n, a) angles of positions 0..n−1
+        return torch.outer(torch.arange(n).float(), 1.0 / (base ** (torch.arange(a).float() / a)))
+
+    t, g = frames, grid_size
+    angles = torch.cat([
+        axis(t, a_t)[:, None, None, :].expand(t, g, g, a_t),
+        axis(g, a_h)[None, :, None, :].expand(t, g, g, a_h),
+        axis(g, a_w)[None, None, :, :].expand(t, g, g, a_w),
+    ], dim=-1).flatten(0, 2)  # (t·g², head_dim/2)
+    table = torch.stack([angles.cos(), angles.sin()], dim=-1)
+    return torch.cat([torch.zeros(1, head_dim // 2, 2), table])
+
+
 # Rows (tokens × batch) for which the CPU float32 no-grad path computes x·Wᵀ as (W·xᵀ)ᵀ (see Linear).
 CPU_DECODE_ROWS = range(8, 33)
 
@@ -451,6 +483,58 @@ class GeneratorTransformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------- video
+
+
+@dataclass(frozen=True)
+class VideoGeneratorConfig(GeneratorConfig):
+    """A video generator's architecture: :class:`GeneratorConfig` over ``frames`` latent frames of
+    ``grid_size`` × ``grid_size`` tokens, in raster order t, then h, then w (``seq_len = frames·grid²``), with the
+    (t, h, w) RoPE of :func:`rope_3d_table` (docs/design.md "Video generation")."""
+
+    frames: int = 5  # latent frames t (a 17-frame clip of a 4×-in-time tokenizer has 5)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if min(rope_axis_pairs(self.head_dim)) < 1:
+            raise ValueError(f"head_dim={self.head_dim} is too small for the (t, h, w) RoPE; use head_dim >= 8")
+        object.__setattr__(self, "seq_len", self.frames * self.grid_size**2)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(t, h, w) tokens per clip."""
+        return self.frames, self.grid_size, self.grid_size
+
+
+class VideoGeneratorTransformer(GeneratorTransformer):
+    """:class:`GeneratorTransformer` over (t, h, w) token grids: the same blocks, heads, caches and sampler; only
+    the RoPE table differs (:func:`rope_3d_table`). Its state dict has the image model's keys."""
+
+    def __init__(self, *, config: VideoGeneratorConfig) -> None:
+        if not isinstance(config, VideoGeneratorConfig):
+            raise TypeError(f"VideoGeneratorTransformer needs a VideoGeneratorConfig, got {type(config).__name__}")
+        super().__init__(config=config)
+
+    def build_rope(self) -> Tensor:
+        c = self.config
+        return rope_3d_table(c.frames, c.grid_size, c.head_dim, c.rope_base)
+
+
+def config_from_dict(d: dict) -> GeneratorConfig:
+    """A stored generator config: a :class:`VideoGeneratorConfig` when it has ``frames``, else a
+    :class:`GeneratorConfig`."""
+    return (VideoGeneratorConfig if "frames" in d else GeneratorConfig).from_dict(d)
+
+
+def transformer_for(config: GeneratorConfig) -> GeneratorTransformer:
+    """The transformer of a config: the video one (t, h, w RoPE) for a :class:`VideoGeneratorConfig`."""
+    if isinstance(config, VideoGeneratorConfig):
+        return VideoGeneratorTransformer(config=config)
+    return GeneratorTransformer(config=config)
 
 
 def check_labels(labels: Tensor, num_classes: int) -> None:

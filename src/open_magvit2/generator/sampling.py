@@ -196,9 +196,18 @@ def _head_logits(model: GeneratorTransformer, x: Tensor, i: int, state: DecodeSt
     return guide_logits(model.head[i](o[:, 0]), g.scales[i], g.batch, g.guided[i])
 
 
-def prefill(model: GeneratorTransformer, labels: Tensor, state: DecodeState, g: Guidance) -> Tensor:
-    """The class tokens (rows,) at spatial position 0 → the guided logits of the first s_1 (B, 2^k1)."""
-    h = model.spatial(model.class_emb(labels), state.intra_pos[0], state.spatial)  # (rows, 1, D)
+def prefill(
+    model: GeneratorTransformer, labels: Tensor, state: DecodeState, g: Guidance,
+    prefix: tuple[Tensor, ...] | None = None,
+) -> Tensor:
+    """The class tokens (rows,) at spatial position 0, then the P given tokens of ``prefix`` (their M sub-tokens,
+    (rows, P) int64 each) at positions 1 … P, in one pass → the guided logits of s_1 of token P (B, 2^k1)."""
+    x = model.class_emb(labels)  # (rows, 1, D)
+    if prefix is not None:
+        x = torch.cat([x, model.embed_tokens(*prefix)], dim=1)  # (rows, 1 + P, D): E[0] … E[P − 1]
+    first = state.intra_pos[0]  # position 0, an int or a (1,) tensor
+    positions = first if isinstance(first, int) else torch.arange(x.shape[1], device=first.device)
+    h = model.spatial(x, positions, state.spatial)[:, -1:]  # (rows, 1, D): conditioned on the class and the prefix
     return _head_logits(model, h, 0, state, g)
 
 
@@ -270,8 +279,13 @@ def generate_tokens(
     progress: bool = False,
     return_logits: bool = False,
     compile: bool | dict[str, Any] = False,
+    prefix: Sequence[Tensor] | None = None,
 ) -> SampleOutput:
     """Sample the M sub-token sequences for class labels (B,) int64 (``num_classes`` = unconditional).
+
+    ``prefix``: the first P tokens are given, not sampled (a video's first latent frame): their M sub-tokens,
+    (B, P) int64 each, 1 ≤ P < N. They are prefilled in one pass and returned as given; sampling starts at token P
+    (their logits, with ``return_logits``, are zero).
 
     ``cfg_scale``/``temperature``/``top_k``/``top_p``: a number for every sub-token or one value per sub-token
     (a (pre, post) pair for M = 2). ``generator`` None uses torch's global RNG; a generator on another device than
@@ -293,8 +307,15 @@ def generate_tokens(
     labels = labels.to(device)
     if g.rows > B:  # rows = [conditional; unconditional]
         labels = torch.cat([labels, torch.full_like(labels, cfg.num_classes)])
+    given = _check_prefix(prefix, cfg.vocab_sizes, B, N)
+    P = 0 if given is None else given[0].shape[1]
     out = torch.empty(m, B, N, dtype=torch.int64, device=device)
-    saved = [torch.empty(B, N, v, device=device) for v in cfg.vocab_sizes] if return_logits else None
+    saved = [torch.zeros(B, N, v, device=device) for v in cfg.vocab_sizes] if return_logits else None
+    if given is not None:
+        given = tuple(t.to(device) for t in given)
+        for i, t in enumerate(given):
+            out[i, :, :P] = t
+        given = tuple(t.repeat(g.rows // B, 1) for t in given)  # the unconditional rows see the same prefix
     if compile:
         options = compile if isinstance(compile, dict) else None
         state = _compiled_state(model, g.rows)
@@ -315,13 +336,13 @@ def generate_tokens(
     was_training = model.training
     model.eval()
     try:
-        input_pos = state.position(0)
-        steps = range(N)
+        input_pos = state.position(P)
+        steps = range(P, N)
         if progress:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="sampling", unit="token")
-        logits = prefill(model, labels, state, g)
+        logits = prefill(model, labels, state, g, given)
         with _graphs_per_intra_position(m, compile):
             for n in steps:
                 tokens = [draw(logits, 0, n)]  # s_1, then s_2 … s_M each given the ones before (paper eq. 6)
@@ -335,6 +356,25 @@ def generate_tokens(
     finally:
         model.train(was_training)
     return SampleOutput(tuple(out.unbind(0)), None if saved is None else tuple(saved))
+
+
+def _check_prefix(prefix: Sequence[Tensor] | None, vocab: tuple[int, ...], batch: int, n: int
+                  ) -> tuple[Tensor, ...] | None:
+    """``ValueError`` unless ``prefix`` is M integer (B, P) tensors, 1 ≤ P < N, sub-token i in [0, 2^k_i)."""
+    if prefix is None:
+        return None
+    prefix = tuple(prefix)
+    if len(prefix) != len(vocab) or not all(isinstance(t, Tensor) for t in prefix):
+        raise ValueError(f"prefix must be {len(vocab)} tensors, one per sub-token, got {len(prefix)}")
+    shape = tuple(prefix[0].shape)
+    if len(shape) != 2 or shape[0] != batch or not 1 <= shape[1] < n:
+        raise ValueError(f"prefix sub-tokens must be (B, P) with B = {batch} and 1 <= P < {n}, got {shape}")
+    for i, (t, v) in enumerate(zip(prefix, vocab)):
+        if tuple(t.shape) != shape or t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise ValueError(f"prefix sub-token {i + 1} must be an integer tensor of shape {shape}")
+        if int(t.min()) < 0 or int(t.max()) >= v:
+            raise ValueError(f"prefix sub-token {i + 1} must lie in [0, {v})")
+    return tuple(t.long() for t in prefix)
 
 
 def _graphs_per_intra_position(m: int, compile: bool | dict[str, Any]) -> Any:
