@@ -84,6 +84,15 @@ def env(tmp_path_factory, gen_dir, video_ckpt, clip, photos) -> SimpleNamespace:
     from open_magvit2.eval.backbones import write_random_backbones  # evaluate-tokenizer's rFID network
 
     e.inception = str(write_random_backbones(d / "hub", only=("inception",))["inception"])
+    from open_magvit2 import VideoGenerator  # generate-video, sample-fvd: random, 5 classes, 8×8 frames
+    from open_magvit2.generator import VideoGeneratorConfig
+    from open_magvit2.tokenizer import TOKENIZER_PRESETS
+
+    vtok = TOKENIZER_PRESETS["ucf101_128_L_tiny"].replace(ch=32, ch_mult=(2, 2, 1), z_channels=10)  # 4× space, time
+    for name, frames in (("vgen", 3), ("vgen5", 2)):  # clips of 9 frames; of 5 (too short for FVD)
+        vcfg = VideoGeneratorConfig(dim=64, n_layers=1, n_intra_layers=1, n_heads=2, grid_size=2, frames=frames,
+                                    num_classes=5, factorized_bits=(4, 6))
+        setattr(e, name, str(VideoGenerator(config=vcfg, tokenizer_config=vtok).save_pretrained(d / name)))
     return e
 
 
@@ -151,6 +160,28 @@ CLI_CASES = [
     ("class-out-of-range", "generate -c {gen} --classes 99 -o {out}", r"\[0, 16\)"),
     ("num-per-class-0", "sample-fid -c {gen} -o {out}.npz --num-per-class 0", r"whole number >= 1"),
     ("fid-output-is-a-folder", "sample-fid -c {gen} -o {folder}", r"is an existing folder; name a file"),
+    # generate-video and sample-fvd: a video generator, first frames of its frame size, its classes
+    ("generate-video-first-frame-size", "generate-video -c {vgen} --classes 1 --first-frame {img} -o {out}",
+     r"error: .*/a\.png: the first frame is 36×40 pixels; this model makes 8×8 frames: pass 8×8 images \(resize or "
+     r"crop them first\)$"),
+    ("generate-video-image-generator", "generate-video -c {gen} --classes 1 -o {out}",
+     r"error: .*/tiny holds a ImageGenerator, not a VideoGenerator; pass a video generator checkpoint \(an image "
+     r"generator samples images with generate and sample-fid; tokenizers reconstruct, they do not generate\)$"),
+    ("generate-video-tokenizer", "generate-video -c {vckpt} --classes 1 -o {out}",
+     r"error: .*/video.ckpt holds a VideoTokenizer, not a VideoGenerator; pass a video generator checkpoint"),
+    ("generate-video-class-out-of-range", "generate-video -c {vgen} --classes 2 5 -o {out}",
+     r"error: class ids must lie in \[0, 5\); got \[5\]$"),
+    ("generate-with-video-generator", "generate -c {vgen} --classes 1 -o {out}",
+     r"error: .*/vgen holds a VideoGenerator, not a ImageGenerator; pass an AR_256_\* checkpoint \(a video "
+     r"generator samples clips with generate-video; tokenizers reconstruct, they do not generate\)$"),
+    ("sample-fvd-image-generator", "sample-fvd -c {gen} --num-per-class 1 -o {out}.npz",
+     r"error: .*/tiny holds a ImageGenerator, not a VideoGenerator; pass a video generator checkpoint \(an image "
+     r"generator samples images with generate and sample-fid"),
+    ("sample-fvd-class-out-of-range", "sample-fvd -c {vgen} --classes 7 --num-per-class 1 -o {out}.npz",
+     r"error: class ids must lie in \[0, 5\); got \[7\]$"),
+    ("sample-fvd-clips-too-short", "sample-fvd -c {vgen5} --num-per-class 1 -o {out}.npz",
+     r"error: .*/vgen5 makes clips of 5 frames; the I3D of FVD needs at least 9, so evaluate-video-generator could "
+     r"not read them$"),
     ("max-frames-0", "reconstruct-video {clip} -c {vckpt} -o {out}.mp4 --max-frames 0", r"whole number >= 1"),
     ("window-4", "tokenize-video {clip} -c {vckpt} -o {out}.npy --window 4", r"2k\+1"),
     ("tile-word", "tokenize-video {clip} -c {vckpt} -o {out}.npy --tile big", r"--tile 'big'"),
@@ -163,9 +194,12 @@ CLI_CASES = [
     ("serve-unknown-host", "serve --host no.such.host.invalid",
      r"error: --host no.such.host.invalid: no such host \(.+\); pass an address of this machine: 127.0.0.1 \(this "
      r"machine only\) or 0.0.0.0 \(every network\)$"),
-    ("serve-all-none", "serve --tokenizer none --video-tokenizer none --generator none",
-     r"error: no model to serve: --tokenizer, --video-tokenizer and --generator are all 'none'; name at least one "
-     r"model \(a checkpoint, or demo\)$"),
+    ("serve-all-none", "serve --tokenizer none --video-tokenizer none --generator none --video-generator none",
+     r"error: no model to serve: --tokenizer, --video-tokenizer, --generator and --video-generator are all 'none'; "
+     r"name at least one model \(a checkpoint, or demo\)$"),
+    ("serve-image-generator-as-video", "serve --tokenizer none --video-tokenizer none --generator none "
+     "--video-generator {gen}", r"error: --video-generator .*/tiny: it holds a ImageGenerator, not a VideoGenerator; "
+     r"pass it to --generator$"),
     ("eval-data-missing", "evaluate-tokenizer -c {ckpt} --data {d}/none -o {out}", r"no such image file"),
     ("eval-corrupt-image-strict", "evaluate-tokenizer -c {ckpt} --data {d}/corrupt.png --inception-weights "
      "{inception} --no-lpips --no-progress -o {out} --strict",

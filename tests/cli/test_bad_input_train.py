@@ -133,6 +133,8 @@ CASES = [
      r"missing"),
     ("gen-data-corrupt-index", GEN.replace("{tokens}", "{d}/bad_index"), r"index\.json"),
     ("gen-data-partial", GEN.replace("{tokens}", "{d}/partial"), r"\.npy"),
+    ("gen-frames-on-images", GEN + " --set model_args.frames=3", r"model_args\.frames is for video generators, but "
+     r"the data is an image token set \(8×8 token grids\); drop it, or give a token set made by a video tokenizer$"),
     ("gen-grid-mismatch", GEN + " --set model_args.grid_size=5", r"model_args\.grid_size=5 but the data has a 8×8 "
      r"token grid"),
     ("gen-classes-mismatch", GEN + " --set model_args.num_classes=3", r"model_args\.num_classes=3 but the data has "

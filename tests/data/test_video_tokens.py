@@ -170,13 +170,3 @@ def test_image_sets_keep_version_1_and_video_sets_say_version_2(tmp_path):
     (tmp_path / "vid" / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match=r"token format version 3 is newer than this package"):
         read_index(tmp_path / "vid")
-
-
-def test_train_generator_refuses_a_video_token_set_in_one_line(tok_dir, videos, tmp_path, capsys):
-    """Until video generators train, a video token set given to train-generator is one line, exit 2, no run dir."""
-    _run(tok_dir, videos, tmp_path / "t")
-    run = tmp_path / "run"
-    code = main(["train-generator", "-c", "tiny", "--data", str(tmp_path / "t"), "--output", str(run)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "a video token set (3×4×4 grids per clip)" in err[0], err
-    assert not run.exists() and not any(p.name.startswith(".run") for p in tmp_path.iterdir())

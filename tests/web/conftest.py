@@ -23,8 +23,10 @@ def _one_thread(one_thread):
 @pytest.fixture(scope="session")
 def standin_models(tmp_path_factory) -> SimpleNamespace:
     """``save_pretrained`` folders shaped like the demo models: an 8× image tokenizer with 2^14 codes, its 3-D
-    twin (two temporal downsamplings: 4k+1 frames), and a 10-class generator on 4×4 tokens with ``classes.json``
-    ("0".."9", the digits). Random weights: the pictures are noise, the plumbing is real."""
+    twin (two temporal downsamplings: 4k+1 frames), a 10-class generator on 4×4 tokens with ``classes.json``
+    ("0".."9", the digits), and a 5-class video generator with no ``classes.json`` (numbered classes) making 5
+    frames of 8×8 (tests/generator/test_video_generator.py's tiny one). Random weights: the pictures are noise,
+    the plumbing is real."""
     from open_magvit2.generator import GENERATOR_PRESETS, ImageGenerator
     from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
 
@@ -36,8 +38,19 @@ def standin_models(tmp_path_factory) -> SimpleNamespace:
     cfg = dataclasses.replace(GENERATOR_PRESETS["tiny"], grid_size=4, num_classes=10, factorized_bits=(6, 8))
     ImageGenerator(config=cfg, tokenizer_config=tc).save_pretrained(root / "image_generator")
     (root / "image_generator" / "classes.json").write_text(json.dumps(DIGITS))
+    from open_magvit2.generator import VideoGenerator, VideoGeneratorConfig
+    from open_magvit2.tokenizer import TOKENIZER_PRESETS
+
+    vcfg = VideoGeneratorConfig(dim=64, n_layers=2, n_intra_layers=1, n_heads=2, grid_size=2, frames=2,
+                                num_classes=5, factorized_bits=(4, 6), sample_cfg_scale=(1.5, 2.5),
+                                sample_temperature=(1.0, 0.9))
+    vtc = TOKENIZER_PRESETS["ucf101_128_L_tiny"].replace(ch=32, ch_mult=(2, 2, 1), z_channels=10)  # 4× time, space
+    vgen = VideoGenerator(config=vcfg, tokenizer_config=vtc)
+    for h in vgen.transformer.head:  # sharp logits: the clips differ from seed to seed
+        torch.nn.init.normal_(h.weight, std=0.5)
+    vgen.save_pretrained(root / "video_generator")
     return SimpleNamespace(root=root, tokenizer=root / "image_tokenizer", video=root / "video_tokenizer",
-                           generator=root / "image_generator")
+                           generator=root / "image_generator", video_generator=root / "video_generator")
 
 
 @pytest.fixture(scope="session")

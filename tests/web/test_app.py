@@ -30,28 +30,42 @@ def test_user_errors_become_one_escaped_line_naming_the_upload():
         guarded(bug)("x")
 
 
-def test_the_page_has_a_tab_per_served_model(standin_models, tmp_path):
+def test_the_page_has_a_tab_per_served_model(standin_models, tmp_path, monkeypatch):
     from open_magvit2.web.app import build_app
-    from open_magvit2.web.models import load_models
+    from open_magvit2.web.models import NO_DEMO_VIDEO_GENERATOR, load_models
 
     def tabs(app):
         return [b.label for b in app.blocks.values() if isinstance(b, gr.Tab)]
 
+    def texts(app):
+        return [b.value for b in app.blocks.values() if isinstance(b, gr.Markdown)]
+
     m = standin_models
-    app = build_app(load_models(str(m.tokenizer), str(m.video), str(m.generator), "cpu"), tmp_path)
-    assert tabs(app) == ["Tokenizer", "Generator", "Video"]
-    app = build_app(load_models(str(m.tokenizer), "none", "none", "cpu"), tmp_path)
+    app = build_app(load_models(str(m.tokenizer), str(m.video), str(m.generator), "cpu",
+                                video_generator=str(m.video_generator)), tmp_path)
+    assert tabs(app) == ["Tokenizer", "Generator", "Video", "Video generator"]
+    header = texts(app)[0]
+    assert f"video generator `{m.video_generator}` (5 classes, 5 frames of 8×8)" in header
+    assert "First frame (optional): any image, resized and centre-cropped to 8×8" in [
+        b.label for b in app.blocks.values() if isinstance(b, gr.File)]
+    app = build_app(load_models(str(m.tokenizer), "none", "none", "cpu", video_generator="none"), tmp_path)
     assert tabs(app) == ["Tokenizer"]
+    # no --video-generator and no bundled demo video generator: the tab is there and says so
+    monkeypatch.setattr("open_magvit2.checkpoints.hub.DEMO_ROOT", tmp_path / "no_demo_models")
+    app = build_app(load_models(str(m.tokenizer), "none", "none", "cpu"), tmp_path)
+    assert tabs(app) == ["Tokenizer", "Video generator"]
+    assert NO_DEMO_VIDEO_GENERATOR in texts(app)
 
 
 def test_serve_flags_and_loopback_default():
     args = build_parser().parse_args(["serve"])
-    assert (args.tokenizer, args.video_tokenizer, args.generator) == (None, None, None)
+    assert (args.tokenizer, args.video_tokenizer, args.generator, args.video_generator) == (None, None, None, None)
     assert (args.host, args.port, args.device) == ("127.0.0.1", 7860, None)
     args = build_parser().parse_args(["serve", "--tokenizer", "a", "--video-tokenizer", "b", "--generator", "c",
-                                      "--host", "0.0.0.0", "--port", "8000", "--device", "cpu"])
-    assert (args.tokenizer, args.video_tokenizer, args.generator, args.host, args.port) == ("a", "b", "c",
-                                                                                             "0.0.0.0", 8000)
+                                      "--video-generator", "d", "--host", "0.0.0.0", "--port", "8000", "--device",
+                                      "cpu"])
+    assert (args.tokenizer, args.video_tokenizer, args.generator, args.video_generator, args.host,
+            args.port) == ("a", "b", "c", "d", "0.0.0.0", 8000)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("myhost")
 
@@ -75,3 +89,4 @@ def test_bundled_samples_are_offered_when_installed(standin_models, inputs, monk
     assert samples == sorted([DEMO_PHOTO, DEMO_CLIP])
     header = next(b for b in app.blocks.values() if isinstance(b, gr.Markdown) and "Serving" in str(b.value))
     assert "image tokenizer `demo`" in header.value and "demo quality, not the paper's models" in header.value
+    assert "video generator `demo` (5 classes" in header.value

@@ -5,8 +5,9 @@ Runs when Playwright (the dev extra) and a Chromium are installed, and skips say
 Playwright cannot download its own browser here, so it drives the system's: Debian's ``chromium`` package
 (``apt-get install -y chromium``), or any Chromium/Chrome binary named by ``OPEN_MAGVIT2_CHROMIUM``. The server
 serves the bundled demo models when this installation has them (what ``serve`` does by default), else the tiny
-stand-ins of ``conftest.py``. Screenshots go to the test's temporary folder (and to ``OPEN_MAGVIT2_SCREENSHOTS``
-when set); the server and the browser are stopped when the module ends.
+stand-ins of ``conftest.py``; the video generator is always the stand-in (``--video-generator PATH``), so its tab
+is tested whatever this installation bundles. Screenshots go to the test's temporary folder (and to
+``OPEN_MAGVIT2_SCREENSHOTS`` when set); the server and the browser are stopped when the module ends.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def server(browser, tmp_path_factory, standin_models):
     m = standin_models
     models = [] if demo else ["--tokenizer", str(m.tokenizer), "--video-tokenizer", str(m.video),
                               "--generator", str(m.generator)]
+    models += ["--video-generator", str(m.video_generator)]
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp / "gradio"), "OMP_NUM_THREADS": "1"}
@@ -219,7 +221,7 @@ def test_bad_uploads_show_readable_errors_and_the_server_keeps_serving(page, inp
 
 
 def test_generator_tab_samples_a_class(page, screens):
-    page.get_by_role("tab", name="Generator").click()
+    page.get_by_role("tab", name="Generator", exact=True).click()
     page.locator("#gen-class input").click()
     page.get_by_role("option").nth(3).click()
     count = page.locator("#gen-count input[type=number]")
@@ -233,10 +235,33 @@ def test_generator_tab_samples_a_class(page, screens):
 
 
 def test_video_tab_reconstructs_an_uploaded_clip(page, inputs, screens):
-    page.get_by_role("tab", name="Video").click()
+    page.get_by_role("tab", name="Video", exact=True).click()
     upload(page, "#vid-input", inputs.clip)
     text = wait_text(page, "#vid-stats", r"PSNR \d+\.\d\d dB")
     assert "9 frames of 80×64" in text, text
     src = page.locator("#vid-output video").first.get_attribute("src")
     assert src and page.request.get(src).body()[4:8] == b"ftyp"  # an mp4 the browser can fetch
     shot(page, screens, "4_video")
+
+
+def test_video_generator_tab_generates_a_playable_clip(page, inputs, screens):
+    page.get_by_role("tab", name="Video generator").click()
+    page.locator("#vgen-class input").click()
+    page.get_by_role("option", name="class 3", exact=True).click()  # the stand-in has no classes.json: numbered classes
+    page.locator("#vgen-run").click()
+    wait_text(page, "#vgen-info", r"^class 3: 5 frames of 8×8 pixels \(shown 16× larger\) at 8 fps, from the class "
+                                  r"alone, CFG 1\.5/2\.5, temperature 1/0\.9, seed 0")
+    src = page.locator("#vgen-output video").first.get_attribute("src")
+    assert src and page.request.get(src).body()[4:8] == b"ftyp"  # an mp4 the browser can fetch
+    # and play: the browser decodes it (no media error), knows its size and its length, 5 frames at 8 fps
+    page.wait_for_function("() => { const v = document.querySelector('#vgen-output video'); "
+                           "return v && v.readyState >= 2; }")
+    state = page.evaluate("() => { const v = document.querySelector('#vgen-output video'); "
+                          "return [v.error, v.videoWidth, v.videoHeight, v.duration]; }")
+    assert state[:3] == [None, 128, 128] and state[3] == pytest.approx(5 / 8, abs=0.05), state
+    shot(page, screens, "5_video_generator")
+    upload(page, "#vgen-first", inputs.photo)  # any size: resized and centre-cropped to the frames
+    page.locator("#vgen-run").click()
+    wait_text(page, "#vgen-info", r"^class 3: .* continuing the uploaded first frame")
+    assert page.locator("#vgen-output video").first.get_attribute("src") != src
+    assert page.locator("[data-testid='toast-text']").count() == 0  # no error

@@ -1,4 +1,4 @@
-"""The web app's computations without a browser: the three tabs on real photos and clips, the limits, and the
+"""The web app's computations without a browser: the four tabs on real photos and clips, the limits, and the
 messages a user sees for bad input (each must name the uploaded file, not the server's temporary path)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from open_magvit2.errors import USER_ERRORS, describe_error
 from open_magvit2.imaging import psnr_uint8
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 from open_magvit2.web import tasks
-from open_magvit2.web.models import class_names, load_models, resolve
+from open_magvit2.web.models import NO_DEMO_VIDEO_GENERATOR, class_names, load_models, resolve
 
 
 def readable(e: BaseException, uploads: dict[str, str] | None = None) -> str:
@@ -28,7 +29,8 @@ def readable(e: BaseException, uploads: dict[str, str] | None = None) -> str:
 @pytest.fixture(scope="module")
 def served(standin_models):
     m = standin_models
-    return load_models(str(m.tokenizer), str(m.video), str(m.generator), "cpu")
+    return load_models(str(m.tokenizer), str(m.video), str(m.generator), "cpu",
+                       video_generator=str(m.video_generator))
 
 
 # ---- models ------------------------------------------------------------------------------------------------------
@@ -38,6 +40,9 @@ def test_load_models_and_class_names(served, standin_models):
     assert isinstance(served.tokenizer, ImageTokenizer) and isinstance(served.video_tokenizer, VideoTokenizer)
     assert served.class_names == [str(i) for i in range(10)]  # classes.json next to the generator
     assert served.sources["generator"] == str(standin_models.generator)
+    assert served.video_class_names == [f"class {i}" for i in range(5)]  # no classes.json: numbered
+    assert served.video_generator.num_frames == 5 and served.video_generator.frame_size == 8
+    assert served.video_generator_missing == ""
 
 
 def test_class_names_fallbacks(tmp_path, capsys):
@@ -52,29 +57,47 @@ def test_none_leaves_a_model_out_and_a_wrong_kind_names_the_flag(standin_models,
     m = standin_models
     served = load_models(str(m.tokenizer), "none", "none", "cpu")
     assert served.video_tokenizer is None and served.generator is None and served.class_names == []
-    with pytest.raises(ValueError, match=r"--generator .*holds a ImageTokenizer.*pass it to --tokenizer"):
+    with pytest.raises(ValueError, match=r"--generator .*holds a ImageTokenizer, not a ImageGenerator; pass it to "
+                       r"--tokenizer$"):
         load_models("none", "none", str(m.tokenizer), "cpu")
+    with pytest.raises(ValueError, match=r"--video-generator .*holds a ImageGenerator, not a VideoGenerator; pass it "
+                       r"to --generator$"):
+        load_models("none", "none", "none", "cpu", video_generator=str(m.generator))
+    with pytest.raises(ValueError, match=r"--generator .*holds a VideoGenerator, not a ImageGenerator; pass it to "
+                       r"--video-generator$"):
+        load_models("none", "none", str(m.video_generator), "cpu")
     monkeypatch.setattr("open_magvit2.checkpoints.hub.DEMO_ROOT", tmp_path / "nothing_here")
     assert resolve(None, "image_tokenizer") is None  # the default: no bundled demo model, no tab
     with pytest.raises(FileNotFoundError, match="bundled demo image_tokenizer is missing"):
         resolve("demo", "image_tokenizer")  # asked for by name: an error
     with pytest.raises(ValueError, match=r"^no model to serve: the bundled demo models are missing from this "
-                       r"installation; pass a checkpoint to --tokenizer or --video-tokenizer or --generator$"):
+                       r"installation; pass a checkpoint to --tokenizer or --video-tokenizer or --generator or "
+                       r"--video-generator$"):
         load_models(None, None, None, "cpu")
     with pytest.raises(ValueError, match=r"^no model to serve: the bundled demo models are missing from this "
                        r"installation and --generator is 'none'; pass a checkpoint to --tokenizer or "
-                       r"--video-tokenizer$"):
+                       r"--video-tokenizer or --video-generator$"):
         load_models(None, None, "none", "cpu")
-    with pytest.raises(ValueError, match=r"are all 'none'; name at least one model \(a checkpoint, or demo\)$"):
-        load_models("none", "none", "none", "cpu")
+    with pytest.raises(ValueError, match=r"^no model to serve: --tokenizer, --video-tokenizer, --generator and "
+                       r"--video-generator are all 'none'; name at least one model \(a checkpoint, or demo\)$"):
+        load_models("none", "none", "none", "cpu", video_generator="none")
+    with pytest.raises(FileNotFoundError, match="bundled demo video_generator is missing"):
+        load_models(str(m.tokenizer), "none", "none", "cpu", video_generator="demo")  # asked for by name: an error
+    # the default with no bundled demo video generator: no model, and the tab's text says why; 'none': no tab
+    served = load_models(str(m.tokenizer), "none", "none", "cpu")
+    assert served.video_generator is None and served.video_generator_missing == NO_DEMO_VIDEO_GENERATOR
+    assert "--video-generator CKPT" in NO_DEMO_VIDEO_GENERATOR
+    served = load_models(str(m.tokenizer), "none", "none", "cpu", video_generator="none")
+    assert served.video_generator is None and served.video_generator_missing == ""
 
 
 def test_demo_root_is_where_the_defaults_come_from(standin_models, monkeypatch):
     monkeypatch.setattr("open_magvit2.checkpoints.hub.DEMO_ROOT", standin_models.root)
     served = load_models(device="cpu")
-    assert set(served.sources) == {"tokenizer", "video_tokenizer", "generator"}
+    assert set(served.sources) == {"tokenizer", "video_tokenizer", "generator", "video_generator"}
     assert served.sources["tokenizer"] == str(standin_models.root / "image_tokenizer")
-    assert served.demo == {"tokenizer", "video_tokenizer", "generator"}
+    assert served.demo == {"tokenizer", "video_tokenizer", "generator", "video_generator"}
+    assert served.video_generator_missing == ""
 
 
 # ---- tokenizer tab -----------------------------------------------------------------------------------------------
@@ -212,5 +235,65 @@ def test_bad_clips_give_one_readable_line(served, inputs, tmp_path, name, patter
     with pytest.raises(USER_ERRORS) as e:
         tasks.reconstruct_clip(served.video_tokenizer, path, tmp_path)
     msg = readable(e.value, {path: getattr(inputs, name).name})
+    assert re.search(pattern, msg), msg
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- video generator tab -----------------------------------------------------------------------------------------
+
+
+def test_sample_clip_is_seeded_enlarged_and_playable(served, tmp_path):
+    from open_magvit2.data.video_io import probe_video, read_video
+
+    kw = dict(cfg_scale=(1.5, 2.5), temperature=(1.0, 0.9), seed=7)
+    (a := tmp_path / "a").mkdir(), (b := tmp_path / "b").mkdir(), (c := tmp_path / "c").mkdir()
+    path, text = tasks.sample_clip(served.video_generator, 3, a, class_name="class 3", **kw)
+    assert path == a / "generated.mp4" and sorted(p.name for p in a.iterdir()) == ["generated.mp4"]
+    info = probe_video(path)  # 5 frames of 8×8 shown 16× larger, at 8 fps
+    assert (info.width, info.height, info.num_frames, info.fps) == (128, 128, 5, tasks.GENERATED_FPS)
+    assert re.fullmatch(r"class 3: 5 frames of 8×8 pixels \(shown 16× larger\) at 8 fps, from the class alone, "
+                        r"CFG 1\.5/2\.5, temperature 1/0\.9, seed 7; \d+\.\d s", text), text
+    again, _ = tasks.sample_clip(served.video_generator, 3, b, **kw)
+    np.testing.assert_array_equal(read_video(path).numpy(), read_video(again).numpy())
+    other, _ = tasks.sample_clip(served.video_generator, 3, c, **{**kw, "seed": 8})
+    assert not np.array_equal(read_video(path).numpy(), read_video(other).numpy())
+
+
+def test_sample_clip_continues_a_first_frame_of_any_size(served, inputs, tmp_path, monkeypatch):
+    """A 600×400 photo is resized and centre-cropped to the 8×8 frames (as the tokenizer tab's default mode) and
+    handed to the generator as the first frame."""
+    gen = served.video_generator
+    frames = []
+    original = gen.sample_videos
+    monkeypatch.setattr(gen, "sample_videos", lambda *a, **k: frames.append(k["first_frame"]) or original(*a, **k))
+    path, text = tasks.sample_clip(gen, 1, tmp_path, first_frame=str(inputs.photo), cfg_scale=(1.5, 2.5),
+                                   temperature=(1.0, 0.9), class_name="one")
+    crop = tasks.read_photo(inputs.photo, 4, 8)
+    assert crop.shape == (8, 8, 3)
+    assert torch.equal(frames[0], torch.from_numpy(crop / 127.5 - 1.0).float().permute(2, 0, 1)[None])
+    assert text.startswith("class 1 (one): 5 frames of 8×8 pixels") and "continuing the uploaded first frame" in text
+    assert path.is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"label": 5}, r"^choose a class: the model has classes 0\.\.4, got 5$"),
+        ({"seed": -1}, r"seed must be a whole number >= 0"),
+        ({"temperature": (0.0, 1.0)}, r"temperature must be > 0"),
+        ({"first_frame": "text_png"}, r"^not_an_image\.png: cannot read the image .*is it a complete image file\?$"),
+    ],
+)
+def test_bad_video_generator_requests_give_one_readable_line_and_write_nothing(served, inputs, tmp_path, change,
+                                                                             pattern):
+    kw = dict(label=0, cfg_scale=(1.0, 1.0), temperature=(1.0, 1.0), seed=0, first_frame=None)
+    kw.update(change)
+    uploads = {}
+    if kw["first_frame"] is not None:
+        kw["first_frame"] = path = str(getattr(inputs, kw["first_frame"]))
+        uploads = {path: Path(path).name}
+    with pytest.raises(USER_ERRORS) as e:
+        tasks.sample_clip(served.video_generator, kw.pop("label"), tmp_path, **kw)
+    msg = readable(e.value, uploads)
     assert re.search(pattern, msg), msg
     assert list(tmp_path.iterdir()) == []

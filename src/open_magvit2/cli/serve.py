@@ -1,4 +1,5 @@
-"""``serve``: the local web app (``web/``) over an image tokenizer, a video tokenizer and a generator."""
+"""``serve``: the local web app (``web/``) over an image tokenizer, a video tokenizer, a generator and a video
+generator."""
 
 from __future__ import annotations
 
@@ -20,15 +21,18 @@ MODEL_HELP = ("a checkpoint (save_pretrained folder, official .ckpt, released na
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
-        help="a local web app: reconstruct photos and clips, sample the generator (needs the web extra)",
+        help="a local web app: reconstruct photos and clips, sample the generators (needs the web extra)",
         description="Serve a Gradio app with a tab per model: the image tokenizer (original | reconstruction, "
-        "PSNR, SSIM, token map), the generator (class, CFG, temperature, top-k/top-p, seed) and the video "
-        "tokenizer. It listens on 127.0.0.1 (this machine only) unless --host says otherwise. "
+        "PSNR, SSIM, token map), the generator (class, CFG, temperature, top-k/top-p, seed), the video "
+        "tokenizer and the video generator (class, optional first frame, CFG, temperature, seed → a clip). "
+        "Without --video-generator and with no bundled demo video generator, its tab says so. It listens on "
+        "127.0.0.1 (this machine only) unless --host says otherwise. "
         "Install with: pip install open-magvit2[web]",
     )
     p.add_argument("--tokenizer", default=None, metavar="CKPT", help=f"image tokenizer: {MODEL_HELP}")
     p.add_argument("--video-tokenizer", default=None, metavar="CKPT", help=f"video tokenizer: {MODEL_HELP}")
     p.add_argument("--generator", default=None, metavar="CKPT", help=f"AR generator: {MODEL_HELP}")
+    p.add_argument("--video-generator", default=None, metavar="CKPT", help=f"AR video generator: {MODEL_HELP}")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to every "
                    "machine that can reach this one, with no login)")
@@ -88,13 +92,15 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls (and none to wait for offline)
     from open_magvit2.web.models import load_models, plan_models
 
-    plan_models(args.tokenizer, args.video_tokenizer, args.generator)  # the cheap checks first: something to serve,
+    plan_models(args.tokenizer, args.video_tokenizer, args.generator,  # the cheap checks first: something to serve,
+                args.video_generator)
     check_listen(args.host, args.port)  # an address to serve it on
     try:
         from open_magvit2.web.app import serve
     except ImportError as e:
         raise ImportError(f"serve needs the web extra: pip install open-magvit2[web] ({e})") from None
-    models = load_models(args.tokenizer, args.video_tokenizer, args.generator, args.device)
+    models = load_models(args.tokenizer, args.video_tokenizer, args.generator, args.device,
+                         video_generator=args.video_generator)
     if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the app (no login)",
               file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Video sample files: what ``evaluate-video-generator`` reads (and the ``sample-fvd`` job will write).
+"""Video sample files: what ``evaluate-video-generator`` reads (and ``sample-fvd`` writes).
 
 The layout is the one ``sample-fid`` writes for images (ADM ``.npz``, :mod:`open_magvit2.generator.fid`), with a
 time axis added:

@@ -18,8 +18,9 @@ from torch import Tensor
 
 from open_magvit2.checkpoints.hub import CONFIG_NAME, load_pretrained_dir, save_pretrained_dir
 from open_magvit2.fileio import check_output_dir
-from open_magvit2.generator import GeneratorConfig, ImageGenerator
+from open_magvit2.generator import ImageGenerator, VideoGenerator, VideoGeneratorConfig
 from open_magvit2.generator.api import CLASSES_NAME
+from open_magvit2.generator.model import config_from_dict
 from open_magvit2.tokenizer import TokenizerConfig
 from open_magvit2.train.checkpoint import META_NAME, Loaded, Weights, list_checkpoints, read_meta, run_weights
 from open_magvit2.train.rundir import TOKENIZER_DIR
@@ -32,9 +33,11 @@ def _export_tokenizer(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: di
 
 def _export_generator(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: dict[str, Any]) -> Path:
     """The transformer with the tokenizer that made its tokens (``RUN_DIR/tokenizer/``), so that ``generate``
-    and ``sample_images`` work on the exported folder."""
+    and ``sample_images`` (``sample_videos``) work on the exported folder: an :class:`ImageGenerator`, or a
+    :class:`VideoGenerator` when the run trained on clips (its config has ``frames``)."""
     s = loaded.state
-    config = GeneratorConfig.from_dict(s["generator_config"])
+    config = config_from_dict(s["generator_config"])
+    cls = VideoGenerator if isinstance(config, VideoGeneratorConfig) else ImageGenerator
     full = {f"transformer.{k}": v for k, v in sd.items()}
     tok_config = None
     if s.get("tokenizer") is not None:
@@ -44,7 +47,7 @@ def _export_generator(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: di
         _, tcfg, tsd = load_pretrained_dir(tok_dir)
         tok_config = TokenizerConfig.from_dict(tcfg)
         full.update({f"tokenizer.{k}": v for k, v in tsd.items()})
-    model = ImageGenerator.from_weights(config, tok_config, full)  # strict: proves the folder will load
+    model = cls.from_weights(config, tok_config, full)  # strict: proves the folder will load
     doc = {"generator": config.to_dict(), "tokenizer": None if tok_config is None else tok_config.to_dict()}
     save_pretrained_dir(out, model.model_type, doc, model.state_dict(), metadata=meta)
     classes = loaded.path.parent.parent / CLASSES_NAME  # the class names go along: generate names its folders

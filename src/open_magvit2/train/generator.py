@@ -3,7 +3,8 @@
 Per optimiser step (``grad_accum`` micro-batches each, gradients synchronised on the last one only):
 
 1. Tokens (B, h, w) from pre-tokenised shards, or encoded on the fly (``generator_data.py``), split into the
-   M sub-tokens of the bit split (docs/design.md O-12; (pre, post) for M = 2).
+   M sub-tokens of the bit split (docs/design.md O-12; (pre, post) for M = 2). A video token set gives clips
+   (B, t, h, w), read in raster order t, h, w, and trains a video generator (docs/design.md "Video generation").
 2. Teacher-forced logits under autocast (bf16 by default); the model applies label drop to the null class
    (0.1) and the token, residual and FFN dropouts (0.1 each, docs/design.md O-31) in train mode.
 3. Loss = the sum of the M sub-token cross-entropies (:func:`open_magvit2.generator.generator_loss`), averaged
@@ -12,8 +13,8 @@ Per optimiser step (``grad_accum`` micro-batches each, gradients synchronised on
    weight decay 0.05 on tensors with ndim ≥ 2 only (``optim.decay_norms: true`` reproduces the official decay of
    every tensor, docs/design.md O-38); learning rate from the warm-up + constant + linear-decay schedule
    (docs/design.md O-37).
-5. Metrics, a sample grid from the current weights (fixed classes and seed, decoded by the tokenizer), and a
-   checkpoint (atomic, last K kept, exact resume).
+5. Metrics, a sample grid from the current weights (fixed classes and seed, decoded by the tokenizer; for video
+   one row of frames per clip), and a checkpoint (atomic, last K kept, exact resume).
 
 DDP for every size (the 1-rank run is a 1-process group, the same code), or FSDP2 with ``parallel: fsdp`` for L and
 XL (``fsdp.py``: sharded checkpoints, gathered by ``export``). The frozen tokenizer is copied into
@@ -33,7 +34,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from open_magvit2.data.tokens import write_classes
 from open_magvit2.distributed import DistContext
-from open_magvit2.generator import GeneratorTransformer, ImageGenerator, generator_loss
+from open_magvit2.generator import GeneratorTransformer, ImageGenerator, VideoGenerator, generator_loss
+from open_magvit2.generator.model import VideoGeneratorConfig, transformer_for
 from open_magvit2.generator.sampling import generate_tokens
 from open_magvit2.imaging import image_grid, save_image, to_uint8
 from open_magvit2.quantize import factorize_indices, unfactorize_indices
@@ -49,6 +51,7 @@ from open_magvit2.train.session import TrainSession
 from open_magvit2.train.step import every, guarded_update
 
 PARALLEL = ("ddp", "fsdp")
+VIDEO_DECODE_BATCH = 4  # clips per decoder call when the sample grid is decoded
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class GeneratorDataConfig:
 
 @dataclass(frozen=True)
 class SampleGridConfig:
-    """The grid saved every ``run.sample_every`` steps: ``per_class`` samples of each class, fixed seed."""
+    """The grid saved every ``run.sample_every`` steps: ``per_class`` samples of each class, fixed seed (video:
+    one row per sample, its frames across)."""
 
     classes: tuple[int, ...] = ()  # empty: 4 classes spread over the label range
     per_class: int = 4
@@ -145,18 +149,28 @@ def _grid_labels(s: SampleGridConfig, num_classes: int) -> list[int]:
 
 def _sample_grid(model: GeneratorTransformer, data: TrainData, cfg: GeneratorTrainConfig, path: Path,
                  ctx: DistContext) -> None:
-    """Every rank samples (FSDP needs them all); rank 0 decodes and saves one row per class."""
+    """Every rank samples (FSDP needs them all); rank 0 decodes and saves one row per class (video: one row of
+    frames per sample)."""
     c = model.config
     labels = torch.tensor(_grid_labels(cfg.samples, c.num_classes), device=ctx.device)
     gen = torch.Generator(labels.device).manual_seed(cfg.samples.seed)  # fixed noise; training RNG untouched
     with fsdp.gathered(model):
         out = generate_tokens(model, labels, cfg_scale=cfg.samples.cfg_scale or c.sample_cfg_scale,
                               temperature=c.sample_temperature, generator=gen)
-    if ctx.is_main:
-        idx = unfactorize_indices(out.tokens, c.factorized_bits).view(-1, c.grid_size, c.grid_size)
-        with torch.no_grad():
-            images = data.tokenizer.decode(idx).clamp(-1, 1)
-        save_image(image_grid(list(to_uint8(images)), columns=cfg.samples.per_class), path)
+    if not ctx.is_main:
+        return
+    idx = unfactorize_indices(out.tokens, c.factorized_bits)
+    if isinstance(c, VideoGeneratorConfig):
+        frames = []
+        with torch.no_grad():  # a few clips per decoder call: a video decoder's activations are large
+            for chunk in idx.view(-1, *c.grid).split(VIDEO_DECODE_BATCH):
+                clips = data.tokenizer.decode(chunk).clamp(-1, 1)  # (b, 3, T, H, W)
+                frames += [f for clip in clips for f in to_uint8(clip.transpose(0, 1))]  # T × (H, W, 3) each
+        save_image(image_grid(frames, columns=len(frames) // idx.shape[0]), path)
+        return
+    with torch.no_grad():
+        images = data.tokenizer.decode(idx.view(-1, c.grid_size, c.grid_size)).clamp(-1, 1)
+    save_image(image_grid(list(to_uint8(images)), columns=cfg.samples.per_class), path)
 
 
 def sub_token_log_names(m: int) -> list[str]:
@@ -184,7 +198,7 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     gcfg = resolve_generator_config(cfg.model, cfg.model_args, data)
     _grid_labels(cfg.samples, gcfg.num_classes)  # a bad samples.classes fails now, not at the first grid
     session.seed()  # the model is identical on every rank
-    model = GeneratorTransformer(config=gcfg)  # official init (docs/design.md)
+    model = transformer_for(gcfg)  # official init (docs/design.md); the (t, h, w) RoPE for video
     init = load_generator_init(cfg.init, gcfg) if session.resume_from is None else None
     if init is not None:
         model.load_state_dict(init, strict=True)
@@ -207,7 +221,8 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     else:
         session.register(model=model, opt=opt, ema=ema, scaler=scaler)
     session.register_rank(data=data.stream)
-    session.record(model_type=ImageGenerator.model_type, sharded=sharded)
+    kind = VideoGenerator if isinstance(gcfg, VideoGeneratorConfig) else ImageGenerator
+    session.record(model_type=kind.model_type, sharded=sharded)
     session.expect("generator_config", gcfg.to_dict(), "the checkpoint's generator architecture differs from what "
                    "the recipe and data give now; resume with the same recipe and token set")
     session.expect("tokenizer", data.tokenizer_info, "the data was made by another tokenizer than the run's "

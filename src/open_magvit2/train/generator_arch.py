@@ -2,7 +2,8 @@
 and number of classes taken from the data where ``model_args`` leaves them unset (a value set there that disagrees
 with the data is an error naming both). A bit split with another number of sub-tokens than the preset's spreads
 the preset's sampling defaults over them (:func:`~open_magvit2.generator.model.spread_over_sub_tokens`) unless
-``model_args`` sets them.
+``model_args`` sets them. A video token set ((t, h, w) grids) gives a :class:`VideoGeneratorConfig` of the preset
+with ``frames = t`` (docs/design.md "Video generation").
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from open_magvit2.generator import GENERATOR_PRESETS, GeneratorConfig
+from open_magvit2.generator import GENERATOR_PRESETS, GeneratorConfig, VideoGeneratorConfig
 from open_magvit2.generator.model import spread_over_sub_tokens
 from open_magvit2.quantize.codes import _normalize_factorized_bits
 from open_magvit2.train.config import with_model_args
 from open_magvit2.train.generator_data import TrainData
 
-# the fields that make two generators' weights interchangeable (fine-tuning checks them)
+# the fields that make two generators' weights interchangeable (fine-tuning checks them; video ones also ``frames``)
 ARCH_FIELDS = ("dim", "n_layers", "n_intra_layers", "n_heads", "grid_size", "num_classes", "factorized_bits",
                "ffn_dim")
+VIDEO_ARCH_FIELDS = (*ARCH_FIELDS, "frames")
 
 
 WIDE_SUB_TOKEN_BITS = 8  # past 18 bits, the default split uses sub-tokens of this many bits
@@ -39,18 +41,31 @@ def _default_split(bits: int, preset: GeneratorConfig, tokenizer_split: tuple[in
 
 
 def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: TrainData) -> GeneratorConfig:
-    """The preset ``model`` with ``model_args``, and the grid, bit split and classes taken from the data."""
+    """The preset ``model`` with ``model_args``, and the grid, bit split and classes taken from the data: a
+    :class:`GeneratorConfig` for (h, w) grids, a :class:`VideoGeneratorConfig` with ``frames = t`` for (t, h, w)."""
     if model not in GENERATOR_PRESETS:
         raise ValueError(f"unknown generator preset model={model!r}; choose one of {sorted(GENERATOR_PRESETS)}")
     preset, args = GENERATOR_PRESETS[model], dict(model_args)
-    h, w = data.grid
+    *frames, h, w = data.grid
+    what, rope = ("clip", "(t, h, w)") if frames else ("image", "2D")
     if h != w:
-        raise ValueError(f"the data has a {h}×{w} token grid; the generator's 2D RoPE needs a square grid")
+        raise ValueError(f"the data has a {h}×{w} token grid; the generator's {rope} RoPE needs a square grid")
     if h < 2:
-        raise ValueError(f"the data has a {h}×{w} token grid, too small to generate; tokenize larger images "
+        raise ValueError(f"the data has a {h}×{w} token grid, too small to generate; tokenize larger {what}s "
                          "(tokenize-dataset --size at least 2 × the tokenizer's downsampling factor)")
+    if frames:
+        (t,) = frames
+        if "frames" in args and int(args["frames"]) != t:
+            raise ValueError(f"model_args.frames={args['frames']} but the data's clips have {t} latent frames "
+                             f"({t}×{h}×{w} token grids)")
+        args["frames"] = t
+        preset = VideoGeneratorConfig.from_dict({**preset.to_dict(), "frames": t})
+    elif "frames" in args:
+        raise ValueError(f"model_args.frames is for video generators, but the data is an image token set ({h}×{w} "
+                         "token grids); drop it, or give a token set made by a video tokenizer")
     if "grid_size" in args and int(args["grid_size"]) != h:
-        raise ValueError(f"model_args.grid_size={args['grid_size']} but the data has a {h}×{w} token grid")
+        raise ValueError(f"model_args.grid_size={args['grid_size']} but the data has a {h}×{w} token grid"
+                         + (f" per frame ({frames[0]}×{h}×{w} per clip)" if frames else ""))
     args.setdefault("grid_size", h)
     if "factorized_bits" in args:
         bits = _normalize_factorized_bits(args["factorized_bits"])

@@ -1,7 +1,9 @@
 """What the generator trainer reads: tokens, from shards or encoded on the fly, and the facts about them that the
 architecture depends on (``generator_arch.py`` turns them into a ``GeneratorConfig``).
 
-* **Token shards** (``--data TOKENS_DIR`` from ``tokenize-dataset``): the tokenizer never runs in the loop.
+* **Token shards** (``--data TOKENS_DIR`` from ``tokenize-dataset``): the tokenizer never runs in the loop. A
+  video token set ((t, h, w) grids of clips, made with a video tokenizer) trains a video generator; its
+  ``VideoTokenizer`` decodes the sample grids.
 * **On the fly** (``data.tokenizer`` set; ``--data`` an image folder or WebDataset shards): each batch of images
   is encoded by the frozen tokenizer, as the official loop does (docs/design.md O-30; random crops, O-45). Kept
   for parity; it costs a tokenizer forward per image per step (``benchmarks/bench_train_generator.py``).
@@ -21,7 +23,7 @@ from open_magvit2.data.pretokenize import load_image_tokenizer, weights_sha256
 from open_magvit2.data.stream import BatchStream
 from open_magvit2.data.tokens import INDEX_NAME, TokenShards, build_token_stream, read_index, token_set_tokenizer
 from open_magvit2.distributed import DistContext
-from open_magvit2.tokenizer import ImageTokenizer
+from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
 
 @dataclass
@@ -29,16 +31,22 @@ class TrainData:
     """The token stream of this rank and the facts the architecture depends on."""
 
     stream: BatchStream
-    grid: tuple[int, int]  # tokens per image, (h, w)
+    grid: tuple[int, ...]  # tokens per sample: (h, w) for images, (t, h, w) for video clips
     bits: int  # K: full tokens lie in [0, 2^K)
     num_classes: int | None  # None: the data cannot tell (WebDataset shards encoded on the fly)
     split: tuple[int, int] | None  # the tokenizer's own (k1, k2), when it has one
-    tokenizer: ImageTokenizer | None  # decodes sample grids; encodes batches when ``on_the_fly``
+    tokenizer: ImageTokenizer | VideoTokenizer | None  # decodes sample grids; encodes batches when ``on_the_fly``
     tokenizer_info: dict[str, Any] | None  # what made the tokens: source, weights, config, sha256
     on_the_fly: bool
 
+    @property
+    def video(self) -> bool:
+        """Whether the samples are video clips ((t, h, w) token grids)."""
+        return len(self.grid) == 3
+
     def next_batch(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """The next micro-batch: (full LFQ indices int64 (B, h, w), labels int64 (B,)), on ``device``."""
+        """The next micro-batch: (full LFQ indices int64 (B, h, w), or (B, t, h, w) for video, labels int64 (B,)),
+        on ``device``."""
         batch = next(self.stream)
         labels = batch["label"].to(device, non_blocking=True)
         if not self.on_the_fly:
@@ -57,17 +65,13 @@ def open_train_data(data: str | Path, dcfg: Any, ctx: DistContext, seed: int) ->
                 f"--data {data}: not a token set (no {INDEX_NAME}); make one with `open-magvit2 tokenize-dataset`, "
                 "or set data.tokenizer in the recipe to encode images on the fly")
         shards = TokenShards(data)
-        if len(shards.grid) != 2:
-            grid = "×".join(str(g) for g in shards.grid)
-            raise ValueError(f"--data {data}: a video token set ({grid} grids per clip); train-generator trains the "
-                             "image generator on (h, w) token grids, and video generators cannot be trained yet. Give "
-                             "it a token set made from images")
         tok_dir = token_set_tokenizer(data)
         info = read_index(data).get("tokenizer")
         if info is not None and tok_dir is None:
             raise FileNotFoundError(f"--data {data}: the token set's tokenizer folder is missing; the generator needs "
                                     "it to draw its samples and to export. Restore it, or make the token set again")
-        tokenizer = None if tok_dir is None else ImageTokenizer.from_pretrained(tok_dir).to(ctx.device)
+        tokenizer_class = VideoTokenizer if len(shards.grid) == 3 else ImageTokenizer  # (t, h, w): a video set
+        tokenizer = None if tok_dir is None else tokenizer_class.from_pretrained(tok_dir).to(ctx.device)
         split_bits = (info or {}).get("config", {}).get("factorized_bits")
         return TrainData(build_token_stream(data, **split), shards.grid, shards.bits, shards.num_classes,
                          None if split_bits is None else tuple(split_bits), tokenizer, info, on_the_fly=False)

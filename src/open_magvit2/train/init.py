@@ -10,13 +10,15 @@ from pathlib import Path
 from torch import Tensor
 
 from open_magvit2.checkpoints.hub import load_pretrained_dir, resolve_checkpoint
+from open_magvit2.checkpoints.loading import open_checkpoint
 from open_magvit2.checkpoints.official import load_official_state_dict, tokenizer_weights
-from open_magvit2.generator import GeneratorConfig, ImageGenerator
+from open_magvit2.generator import GeneratorConfig, ImageGenerator, VideoGenerator, VideoGeneratorConfig
+from open_magvit2.generator.model import config_from_dict
 from open_magvit2.tokenizer.config import TokenizerConfig, infer_tokenizer_config
 from open_magvit2.tokenizer.inflate import inflate_image_to_video
 from open_magvit2.train.checkpoint import Weights, is_run, run_weights
 from open_magvit2.train.config import InitConfig
-from open_magvit2.train.generator_arch import ARCH_FIELDS
+from open_magvit2.train.generator_arch import ARCH_FIELDS, VIDEO_ARCH_FIELDS
 
 DISC_PREFIX = "discriminator."  # our TokenizerLoss; official training files add "loss." in front
 
@@ -87,22 +89,39 @@ def load_generator_init(init: InitConfig, config: GeneratorConfig) -> dict[str, 
 
     ``init.checkpoint``: an official AR ``.ckpt`` (its ``transformer.*``), a ``save_pretrained`` generator folder,
     ``demo``, a released name, or a generator run (its newest intact checkpoint) / run checkpoint. The architecture
-    must match ``config``.
+    must match ``config``: an image generator for an image config, a video generator with the same ``frames`` for a
+    :class:`VideoGeneratorConfig` (their weights have the same shapes, but the positions their RoPE encodes differ).
     """
     if init.inflate_from:
         raise ValueError("init.inflate_from is for video tokenizers; a generator starts from init.checkpoint")
     if not init.checkpoint:
         return None
+    video = isinstance(config, VideoGeneratorConfig)
     path = Path(init.checkpoint).expanduser()
     if is_run(path):
         sd, _, loaded = run_weights(path, "generator", init.weights)
-        found = GeneratorConfig.from_dict(loaded.state["generator_config"])
+        found = config_from_dict(loaded.state["generator_config"])
     else:
-        gen = ImageGenerator.from_pretrained(path if path.exists() else str(init.checkpoint))  # or demo, a name
+        cls = VideoGenerator if video else ImageGenerator
+        checkpoint = open_checkpoint(path if path.exists() else str(init.checkpoint), model_type=cls.model_type)
+        if checkpoint.model_type in (ImageGenerator.model_type, VideoGenerator.model_type):
+            _check_kind(init.checkpoint, checkpoint.model_type == VideoGenerator.model_type, video)
+        gen = cls.from_checkpoint(checkpoint)  # or demo, a name
         found, sd = gen.config, gen.transformer.state_dict()
-    diff = [f for f in ARCH_FIELDS if getattr(found, f) != getattr(config, f)]
+    _check_kind(init.checkpoint, isinstance(found, VideoGeneratorConfig), video)
+    diff = [f for f in (VIDEO_ARCH_FIELDS if video else ARCH_FIELDS) if getattr(found, f) != getattr(config, f)]
     if diff:
         said = ", ".join(f"{f}={getattr(found, f)} vs {getattr(config, f)}" for f in diff)
         raise ValueError(f"init.checkpoint {init.checkpoint} has another architecture than the recipe and data "
                          f"give ({said}); pick the matching preset, or set model_args")
     return sd
+
+
+def _check_kind(source: str, found_video: bool, video: bool) -> None:
+    """An image generator fine-tunes from an image generator, a video generator from a video one."""
+    if found_video != video:
+        found = "a video generator" if found_video else "an image generator"
+        data, want = ("a video", "video") if video else ("an image", "image")
+        raise ValueError(f"init.checkpoint {source} holds {found}, but the data is {data} token set; fine-tune a "
+                         f"{want} generator from a {want} generator (a run or an export of one), or drop "
+                         "init.checkpoint")

@@ -1,4 +1,4 @@
-"""What the web app computes, without the web: the three tabs as plain functions over files and arrays, the
+"""What the web app computes, without the web: the four tabs as plain functions over files and arrays, the
 limits on what they accept, and one-line messages for what a user can get wrong. ``web/app.py`` only wires them
 to Gradio components, so everything here is tested without a browser.
 
@@ -10,7 +10,9 @@ Arrays are HWC uint8 (pictures) or (T, H, W, 3) uint8 (clips). The limits (also 
 * clips: the first :data:`MAX_CLIP_FRAMES` frames (cut to the tokenizer's frame rule, 4k+1 for the released model),
   the shorter side resized to the tokenizer's native size (16 × its factor) and the longer side cropped to at most
   twice that; a clip needs at least one temporal step (5 frames for the released model);
-* samples: at most :data:`MAX_SAMPLES` per request.
+* samples: at most :data:`MAX_SAMPLES` per request;
+* a generated clip's first frame: any image within the image limits, resized and centre-cropped to the video
+  generator's frame size (as the tokenizer tab's default mode).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from open_magvit2.checkpoints.hub import native_size
 from open_magvit2.data.video_io import iter_frames, probe_video, uint8_to_video, video_to_uint8, write_video
 from open_magvit2.drawing import reconstruct_photo, side_by_side, token_colours
 from open_magvit2.eval.metrics import ssim_torch
-from open_magvit2.generator import ImageGenerator
+from open_magvit2.generator import ImageGenerator, VideoGenerator
 from open_magvit2.generator.sampling import check_sampling
 from open_magvit2.imaging import (
     center_crop,
@@ -38,6 +40,7 @@ from open_magvit2.imaging import (
     resize_shorter_side,
     shorter_side_size,
     to_uint8,
+    uint8_to_tensor,
 )
 from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer
 
@@ -46,7 +49,8 @@ MAX_IMAGE_PIXELS = 40_000_000
 MAX_ORIGINAL_PIXELS = 1024 * 1024
 MAX_CLIP_FRAMES = 17
 MAX_SAMPLES = 16
-PREVIEW_SIDE = 128  # generated images smaller than this are enlarged (nearest neighbour) for display
+PREVIEW_SIDE = 128  # generated images and clips smaller than this are enlarged (nearest neighbour) for display
+GENERATED_FPS = 8.0  # frame rate of the generated clips' mp4 files
 # the page's line for an input too large for the memory (the rest of a user error reads as errors.describe_error)
 OUT_OF_MEMORY = "out of memory: use a smaller image or clip, the resize mode, or fewer samples"
 
@@ -121,18 +125,29 @@ def reconstruct_image(tok: ImageTokenizer, path: str | Path, *, original_resolut
 # ---- generator tab ----------------------------------------------------------------------------------------------
 
 
+def _check_request(gen: ImageGenerator | VideoGenerator, label: int, seed: int) -> None:
+    n_cls = gen.config.num_classes
+    if not isinstance(label, int) or not 0 <= label < n_cls:
+        raise ValueError(f"choose a class: the model has classes 0..{n_cls - 1}, got {label!r}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"the seed must be a whole number >= 0, got {seed}")
+
+
+def _enlarge(pictures: np.ndarray) -> tuple[np.ndarray, int]:
+    """(..., H, W, 3) uint8 pictures under :data:`PREVIEW_SIDE` pixels enlarged (nearest neighbour), and by how
+    much."""
+    scale = max(1, PREVIEW_SIDE // pictures.shape[-3])
+    return np.kron(pictures, np.ones((scale, scale, 1), dtype=np.uint8)), scale
+
+
 def sample_grid(gen: ImageGenerator, label: int, *, cfg_scale: tuple[float, ...],
                 temperature: tuple[float, ...], top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                 num_samples: int = 8, progress: bool = False) -> tuple[np.ndarray, str]:
     """``num_samples`` images of class ``label`` as one grid (HWC uint8, images under :data:`PREVIEW_SIDE` pixels
     enlarged), and a line saying what was sampled. Settings as :meth:`ImageGenerator.generate`."""
-    n_cls = gen.config.num_classes
-    if not isinstance(label, int) or not 0 <= label < n_cls:
-        raise ValueError(f"choose a class: the model has classes 0..{n_cls - 1}, got {label!r}")
+    _check_request(gen, label, seed)
     if not 1 <= num_samples <= MAX_SAMPLES:
         raise ValueError(f"the number of samples must be 1..{MAX_SAMPLES}, got {num_samples}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"the seed must be a whole number >= 0, got {seed}")
     check_sampling(cfg_scale, temperature, top_k, top_p, sub_tokens=gen.config.sub_tokens)
     device = next(gen.parameters()).device
     t0 = time.perf_counter()
@@ -140,10 +155,8 @@ def sample_grid(gen: ImageGenerator, label: int, *, cfg_scale: tuple[float, ...]
     with torch.inference_mode():
         images = gen.sample_images(labels, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p,
                                    generator=torch.Generator(device).manual_seed(seed), progress=progress)
-    tiles = to_uint8(images)  # (n, H, W, 3)
-    scale = max(1, PREVIEW_SIDE // tiles.shape[1])
-    tiles = [np.kron(t, np.ones((scale, scale, 1), dtype=np.uint8)) for t in tiles]
-    grid = image_grid(tiles, columns=min(num_samples, 4))
+    tiles, scale = _enlarge(to_uint8(images))  # (n, H, W, 3)
+    grid = image_grid(list(tiles), columns=min(num_samples, 4))
     text = (f"{num_samples} samples of class {label} at {images.shape[-1]}×{images.shape[-2]} pixels"
             f"{f' (shown {scale}× larger)' if scale > 1 else ''}, CFG {'/'.join(f'{s:g}' for s in cfg_scale)}, "
             f"temperature {'/'.join(f'{t:g}' for t in temperature)}, top-k {top_k}, top-p {top_p:g}, seed {seed}; "
@@ -201,3 +214,37 @@ def reconstruct_clip(vtok: VideoTokenizer, path: str | Path, out: str | Path) ->
     return ClipResult(write_video(out / "reconstruction.mp4", b, fps=fps),
                       write_video(out / "side_by_side.mp4", side_by_side(a, b), fps=fps),
                       psnr_uint8(b, a), a.shape[0], a.shape[1:3], tuple(indices.shape[1:]))
+
+
+# ---- video generator tab ----------------------------------------------------------------------------------------
+
+
+def sample_clip(gen: VideoGenerator, label: int, out: str | Path, *, first_frame: str | Path | None = None,
+                cfg_scale: tuple[float, ...], temperature: tuple[float, ...], seed: int = 0,
+                class_name: str | None = None, progress: bool = False) -> tuple[Path, str]:
+    """One clip of class ``label``, written as ``out/generated.mp4`` (frames under :data:`PREVIEW_SIDE` pixels
+    enlarged, :data:`GENERATED_FPS` frames a second), and a line saying what was sampled. ``first_frame``: an
+    image file the clip continues, resized and centre-cropped to the generator's frame size; the clip's frame 0 is
+    then the tokenizer's reconstruction of it (:meth:`VideoGenerator.sample_videos`). Settings as
+    :meth:`VideoGenerator.generate`."""
+    _check_request(gen, label, seed)
+    check_sampling(cfg_scale, temperature, sub_tokens=gen.config.sub_tokens)
+    size = gen.frame_size
+    frame = None
+    if first_frame is not None:
+        frame = uint8_to_tensor(read_photo(first_frame, gen.tokenizer.config.spatial_factor, size))
+    device = next(gen.parameters()).device
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        clip = gen.sample_videos(torch.tensor([label], device=device), first_frame=frame, cfg_scale=cfg_scale,
+                                 temperature=temperature, generator=torch.Generator(device).manual_seed(seed),
+                                 progress=progress)
+    frames, scale = _enlarge(video_to_uint8(clip[0].cpu()))  # (T, H, W, 3)
+    path = write_video(Path(out) / "generated.mp4", frames, fps=GENERATED_FPS)
+    name = f" ({class_name})" if class_name is not None and class_name != f"class {label}" else ""
+    text = (f"class {label}{name}: {frames.shape[0]} frames of {size}×{size} pixels"
+            f"{f' (shown {scale}× larger)' if scale > 1 else ''} at {GENERATED_FPS:g} fps, "
+            f"{'continuing the uploaded first frame' if frame is not None else 'from the class alone'}, "
+            f"CFG {'/'.join(f'{s:g}' for s in cfg_scale)}, temperature {'/'.join(f'{t:g}' for t in temperature)}, "
+            f"seed {seed}; {time.perf_counter() - t0:.1f} s")
+    return path, text
