@@ -22,7 +22,10 @@ guard, ``--budget-s``, skips what no longer fits with a recorded reason, so the 
 5. ``video``: ``ucf101_128_L`` encode + decode of 17×128² clips, batch 2, fp32 and bf16: clips/s, fraction of the
    GEMM limit;
 6. ``train_tokenizer_compiled``: section 3 with the tokenizer's and the discriminator's DDP wrappers compiled
-   (compile time apart).
+   (compile time apart);
+7. ``video_sampling``: a B-size video generator over 5 × 16 × 16 = 1,280 tokens (random weights, batch 4 with CFG,
+   bf16): seconds per clip and tokens/s eager and ``compile=True`` and the official-style sampler on the same
+   weights, KV-cache memory, the weight-read floor per step (``benchmarks/bench_video_sampling.py::measure``).
 
 Then the "What a run costs" table of ``docs/training.md``, filled in from these figures (GPU-hours = steps × global
 batch / (images or tokens per s per GPU) / 3600).
@@ -79,7 +82,7 @@ COST_SOURCE: dict[str, tuple[str, str] | None] = {
 }
 # seconds a section needs at least on an H100 (the budget guard skips it when fewer are left)
 NEEDS_S = {"tokenizer": 40, "sampling": 60, "train_tokenizer": 50, "train_generator": 50, "video": 30,
-           "train_tokenizer_compiled": 150}
+           "train_tokenizer_compiled": 150, "video_sampling": 120}
 
 
 def sync(device: torch.device) -> None:
@@ -391,6 +394,22 @@ def video_section(device: torch.device, dry: bool, repeats: int) -> dict:
     return res
 
 
+def video_sampling_section(device: torch.device, dry: bool) -> dict:
+    """``bench_video_sampling.measure`` on the B-size video transformer (tiny and 2 × 4² tokens for the dry run)."""
+    from bench_video_sampling import b_video_transformer, measure
+
+    dim, layers, frames, grid = (64, 1, 2, 4) if dry else (1024, 24, 5, 16)
+    model = b_video_transformer(dim, layers, device, frames=frames, grid=grid)
+    if not dry:
+        model = model.to(torch.bfloat16)
+    labels = (torch.arange(1 if dry else 4) * 37 % 101).to(device)
+    mem: dict[str, Any] = {}
+    with peak_memory(device, mem, "peak_gib"):  # one repeat: a B-size run of 1,280 steps takes tens of seconds
+        res = measure(model, labels, (1.9, 2.0), 1, {"backend": "eager"} if dry else True, baseline=True)
+    res.update(mem, dtype=str(model.pre_emb.weight.dtype), frames=frames, grid=grid)
+    return res
+
+
 def _recipe_rows() -> list[dict]:
     """The shipped full-size recipes: name, kind, per-GPU and global batch, steps, samples (images or tokens)."""
     from open_magvit2.train.config import load_recipe, recipe_names, resolve_recipe
@@ -460,7 +479,7 @@ def markdown(report: dict) -> str:
 
 
 SECTIONS = ("limits", "tokenizer", "sampling", "train_tokenizer", "train_generator", "video",
-            "train_tokenizer_compiled")
+            "train_tokenizer_compiled", "video_sampling")
 
 
 def main() -> None:
@@ -505,6 +524,7 @@ def main() -> None:
         "train_generator": lambda: train_generator_section(device, dry, args.repeats, budget),
         "video": lambda: video_section(device, dry, args.repeats),
         "train_tokenizer_compiled": lambda: train_tokenizer_section(device, dry, args.repeats, vgg, budget, True),
+        "video_sampling": lambda: video_sampling_section(device, dry),
     }
     try:
         for name, fn in sections.items():

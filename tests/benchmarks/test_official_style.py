@@ -47,7 +47,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = ("limits", "tokenizer", "sampling", "train_tokenizer", "train_generator", "video",
-                "train_tokenizer_compiled")
+                "train_tokenizer_compiled", "video_sampling")
     assert set(report) >= {*sections, "total_s"}
     assert not any("error" in report[s] or "skipped" in report[s] for s in sections), report
     assert report["sampling"]["compiled_equals_eager"] is True
@@ -59,6 +59,8 @@ def test_gpu_check_dry_run(tmp_path):
             assert report[s][preset]["images_per_s"] > 0 and report[s][preset]["losses_finite"], report[s]
     assert report["train_generator"]["tiny"]["tokens_per_s"] > 0 and report["train_generator"]["tiny"]["loss_finite"]
     assert report["video"]["fp32_encode_clips_s"] > 0 and report["video"]["fp32_decode_clips_s"] > 0
+    vs = report["video_sampling"]  # eager, compiled and the official-style sampler give the same tokens
+    assert vs["equal_outputs"] is True and vs["tokens_per_clip"] == 32 and vs["ours eager"]["tokens_per_s"] > 0
     assert "| tokenizer | fp32_encode_img_s |" in out.stdout
     # the cost table: one row per full-size recipe; the dry run measured none of them under their names
     assert "| imagenet_128_L | 8 × 32 = 256 | 1,751,400 (350 epochs) | 448,358,400 images |" in out.stdout
