@@ -114,6 +114,16 @@ def camera_clip(photo: np.ndarray, *, frames: int, size: int, rng: np.random.Gen
     shift = rng.uniform(-0.25, 0.25, size=2) * view  # pan over the clip
     cx1 = float(np.clip(cx0 + shift[0], span / 2, w - span / 2))
     cy1 = float(np.clip(cy0 + shift[1], span / 2, h - span / 2))
+    return _render_camera(im, frames=frames, size=size, view=view, zoom=zoom, angle=angle, start=(cx0, cy0),
+                          end=(cx1, cy1))
+
+
+def _render_camera(im: Image.Image, *, frames: int, size: int, view: float, zoom: float, angle: float,
+                   start: tuple[float, float], end: tuple[float, float]) -> np.ndarray:
+    """(T, size, size, 3) uint8: a square window of side ``view`` photo pixels whose centre moves linearly from
+    ``start`` to ``end`` (photo (x, y)) while it scales to ``view · zoom`` and turns by ``angle`` radians at the
+    last frame, bilinearly resampled to ``size`` pixels."""
+    (cx0, cy0), (cx1, cy1) = start, end
     out = []
     for t in np.linspace(0.0, 1.0, frames):
         side = view * zoom**t
@@ -128,6 +138,78 @@ def camera_clip(photo: np.ndarray, *, frames: int, size: int, rng: np.random.Gen
     return np.stack(out)
 
 
+def camera_motion(photo: np.ndarray, *, frames: int, size: int, view: float, pan_px: tuple[float, float] = (0.0, 0.0),
+                  zoom: float = 1.0, angle_deg: float = 0.0, start: tuple[float, float] | None = None) -> np.ndarray:
+    """(T, size, size, 3) uint8: a camera with exactly the given motion over ``photo``.
+
+    ``view``: side of the square window in photo pixels at frame 0; ``pan_px``: (x, y) pan in *output* pixels per
+    frame (at frame 0's scale, so content moves by ``-pan_px`` pixels per frame when there is no zoom or
+    rotation); ``zoom``: window scale at the last frame (> 1 zooms out); ``angle_deg``: rotation at the last
+    frame; ``start``: window centre at frame 0 (photo (x, y)), default the position that centres the whole
+    motion in the photo. A window that leaves the photo is a ``ValueError``.
+    """
+    if frames < 2 or size < 1 or not view > 0 or not zoom > 0:
+        raise ValueError(f"need frames >= 2, size >= 1, view > 0 and zoom > 0, got frames={frames}, size={size}, "
+                         f"view={view}, zoom={zoom}")
+    h, w = photo.shape[:2]
+    angle = math.radians(angle_deg)
+    move = (pan_px[0] * view / size * (frames - 1), pan_px[1] * view / size * (frames - 1))  # photo pixels
+    if start is None:
+        start = (w / 2 - move[0] / 2, h / 2 - move[1] / 2)
+    end = (start[0] + move[0], start[1] + move[1])
+    # the window's bounding box at its largest, turned by at most |angle|
+    half = max(view, view * zoom) * (abs(math.cos(angle)) + abs(math.sin(angle))) / 2 if abs(angle) < math.pi / 4 \
+        else max(view, view * zoom) * math.sqrt(2) / 2
+    for cx, cy in (start, end):
+        if not (half <= cx <= w - half and half <= cy <= h - half):
+            raise ValueError(f"the camera window (side {view:.0f}, zoom {zoom:.2f}) leaves the {w}×{h} photo at "
+                             f"centre ({cx:.0f}, {cy:.0f}); use a smaller view or a slower pan")
+    return _render_camera(Image.fromarray(photo), frames=frames, size=size, view=view, zoom=zoom, angle=angle,
+                          start=start, end=end)
+
+
+def motion_clip(photo: np.ndarray, *, frames: int, size: int, rng: np.random.Generator, max_speed_px: float = 8.0,
+                max_zoom: float = 0.4, max_angle_deg: float = 15.0) -> np.ndarray:
+    """(T, size, size, 3) uint8: :func:`camera_motion` with a random motion of controlled speed — a pan at a speed
+    uniform in 0..``max_speed_px`` output pixels per frame in a uniform direction, a zoom to ``e^U(−max_zoom,
+    max_zoom)`` and a rotation of ``U(−max_angle_deg, max_angle_deg)`` over the clip, a window of 1–3 photo pixels
+    per output pixel (the scales of the image tokenizer's training crops; smaller when a fast pan needs the room),
+    at a random place where all of it fits."""
+    h, w = photo.shape[:2]
+    speed, direction = rng.uniform(0.0, max_speed_px), rng.uniform(0.0, 2 * math.pi)
+    zoom = math.exp(rng.uniform(-max_zoom, max_zoom))
+    angle_deg = rng.uniform(-max_angle_deg, max_angle_deg)
+    a = math.radians(angle_deg)
+    box = max(1.0, zoom) * (abs(math.cos(a)) + abs(math.sin(a)))  # window bounding box / view at its largest
+    vx, vy = speed * math.cos(direction), speed * math.sin(direction)
+    travel = (abs(vx) * (frames - 1) / size, abs(vy) * (frames - 1) / size)  # pan over the clip / view
+    fits = min(w / (box + travel[0]), h / (box + travel[1]))  # the largest view that keeps the window inside
+    view = min(size * rng.uniform(1.0, 3.0), 0.999 * fits)
+    room_x, room_y = w - view * (box + travel[0]), h - view * (box + travel[1])
+    cx = view * box / 2 + rng.uniform(0.0, room_x) + (view * travel[0] if vx < 0 else 0.0)
+    cy = view * box / 2 + rng.uniform(0.0, room_y) + (view * travel[1] if vy < 0 else 0.0)
+    return camera_motion(photo, frames=frames, size=size, view=view, pan_px=(vx, vy), zoom=zoom, angle_deg=angle_deg,
+                         start=(cx, cy))
+
+
+HELD_OUT_PAN_PX = 5.0  # the held-out pan's speed, output pixels per frame
+
+
+def held_out_motion_clips(*, frames: int = 17, size: int = 64) -> dict[str, np.ndarray]:
+    """The held-out motion clips, ``<photo>_<motion>`` → (T, size, size, 3) uint8, over each of
+    ``HELD_OUT_PHOTOS``: ``pan5``, a horizontal pan at exactly ``HELD_OUT_PAN_PX`` output pixels per frame;
+    ``zoom``, a zoom in to half the window over the clip; ``rotate``, a 15° rotation. The window is 35% of the
+    photo's shorter side (the scale of the image tokenizer's smallest training crops)."""
+    out = {}
+    for name in HELD_OUT_PHOTOS:
+        photo = load_photo(name)
+        view = 0.35 * min(photo.shape[:2])
+        out[f"{name}_pan5"] = camera_motion(photo, frames=frames, size=size, view=view, pan_px=(HELD_OUT_PAN_PX, 0.0))
+        out[f"{name}_zoom"] = camera_motion(photo, frames=frames, size=size, view=view, zoom=0.5)
+        out[f"{name}_rotate"] = camera_motion(photo, frames=frames, size=size, view=view, angle_deg=15.0)
+    return out
+
+
 def demo_clip(name: str, *, frames: int = 17, size: int = 128, seed: int = 2024) -> np.ndarray:
     """(T, size, size, 3) uint8: the demo clip's camera motion (seed 2024) over a named photo. The bundled clip,
     ``DEMO_CLIP``, is this over ``coffee``; the model card also measures it over ``chelsea``."""
@@ -135,8 +217,9 @@ def demo_clip(name: str, *, frames: int = 17, size: int = 128, seed: int = 2024)
 
 
 def write_clips(out: str | Path, names: Sequence[str], *, per_photo: int, frames: int, size: int, fps: float = 8.0,
-                seed: int = 0) -> Path:
-    """``per_photo`` camera-motion mp4 clips per photo into ``out/<photo>/clip_XX.mp4`` (lossless-quality x264)."""
+                seed: int = 0, max_speed_px: float | None = None) -> Path:
+    """``per_photo`` camera-motion mp4 clips per photo into ``out/<photo>/clip_XX.mp4`` (lossless-quality x264):
+    :func:`camera_clip`, or with ``max_speed_px`` :func:`motion_clip` (pans up to that many pixels per frame)."""
     from open_magvit2.data.video_io import write_video
 
     out = Path(out)
@@ -146,8 +229,9 @@ def write_clips(out: str | Path, names: Sequence[str], *, per_photo: int, frames
         folder = out / _safe(name)
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_photo):
-            write_video(folder / f"clip_{i:02d}.mp4", camera_clip(photo, frames=frames, size=size, rng=rng), fps=fps,
-                        crf=10)
+            clip = (camera_clip(photo, frames=frames, size=size, rng=rng) if max_speed_px is None
+                    else motion_clip(photo, frames=frames, size=size, rng=rng, max_speed_px=max_speed_px))
+            write_video(folder / f"clip_{i:02d}.mp4", clip, fps=fps, crf=10)
     return out
 
 
