@@ -1,4 +1,4 @@
-"""``make demo-models``: retrain the three bundled demo models from scratch with the project's own trainers.
+"""``make demo-models``: retrain the bundled demo models from scratch with the project's own trainers.
 
 Steps (each one skips itself when its output exists, so an interrupted build resumes):
 
@@ -8,14 +8,17 @@ Steps (each one skips itself when its output exists, so an interrupted build res
 3. ``video``: the demo video tokenizer, inflated from it and fine-tuned (``configs/demo/video_tokenizer.yaml``);
 4. ``digits``: a small tokenizer for the digits (``configs/demo/digits_tokenizer.yaml``), the token set, and the
    class-conditional generator (``configs/demo/generator.yaml``);
-5. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
+5. ``video_digits``: the moving-digits video tokenizer, from scratch (``configs/demo/video_digits_tokenizer.yaml``),
+   its token set, and the class-conditional video generator (``configs/demo/video_generator.yaml``);
+6. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
    those weights (``metrics.json``), and the loss curves of every run.
 
 The recipes are package data (``open_magvit2/configs/demo``; ``configs/`` in a checkout links there). Run it from
 a checkout (``make demo-models``): the model card's pictures go to ``docs/model_zoo`` under the current folder.
 
 Usage: ``python -m open_magvit2.demo.build [--work build/demo-models] [--docs docs/model_zoo]
-[--steps data image video digits install]``; ``--steps bits32`` trains the 2^32-code digits models (not installed).
+[--steps data image video digits video_digits install]``; ``--steps bits32`` trains the 2^32-code digits models
+(not installed).
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from open_magvit2.demo import data
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # the demo recipes, package data
-STEPS = ("data", "image", "video", "digits", "install")
+STEPS = ("data", "image", "video", "digits", "video_digits", "install")
 DOCS = Path("docs") / "model_zoo"  # the model card's pictures, relative to the checkout the build runs in
 TILE = 64  # training crops of the image tokenizer (photo pixels, not resized)
 CLIP_SIZE, CLIP_FRAMES = 64, 17
+MOTION_SIZE, MOTION_SPEED = 32, 8.0  # the video tokenizer's training clips: 32 × 32, pans of 0..8 px/frame
 DIGIT_SIZE = 32
 
 
@@ -47,9 +51,9 @@ def _log(msg: str) -> None:
 def prepare_data(work: Path) -> None:
     if not (work / "data" / "photos").is_dir():
         data.write_photo_tiles(work / "data" / "photos", tile=TILE)
-    if not (work / "data" / "clips").is_dir():
-        data.write_clips(work / "data" / "clips", data.TRAIN_PHOTOS[:9], per_photo=12, frames=CLIP_FRAMES,
-                         size=CLIP_SIZE)
+    if not (work / "data" / "motion_clips").is_dir():
+        data.write_clips(work / "data" / "motion_clips", data.TRAIN_PHOTOS, per_photo=24, frames=CLIP_FRAMES,
+                         size=MOTION_SIZE, max_speed_px=MOTION_SPEED)
     if not (work / "data" / "digits").is_dir():
         data.write_digits_folder(work / "data" / "digits", size=DIGIT_SIZE)
     samples = work / "data" / "samples"
@@ -84,9 +88,44 @@ def train_image(work: Path) -> Path:
 
 
 def train_video(work: Path) -> Path:
-    return _train_tokenizer(CONFIGS / "video_tokenizer.yaml", work / "data" / "clips", work / "runs" / "video",
+    return _train_tokenizer(CONFIGS / "video_tokenizer.yaml", work / "data" / "motion_clips", work / "runs" / "video",
                             work / "export" / "video_tokenizer",
                             (f"init.inflate_from={work / 'export' / 'image_tokenizer'}",))
+
+
+def train_video_digits_tokenizer(work: Path) -> Path:
+    """The moving-digits video tokenizer (``configs/demo/video_digits_tokenizer.yaml``), trained from scratch on one
+    clip per training digit (``data.write_moving_digits``, scikit-learn's 0..1499; 1500..1796 held out)."""
+    clips = work / "data" / "moving_digits"
+    if not clips.is_dir():
+        data.write_moving_digits(clips, "train")
+    return _train_tokenizer(CONFIGS / "video_digits_tokenizer.yaml", clips, work / "runs" / "video_digits_tokenizer",
+                            work / "export" / "video_digits_tokenizer")
+
+
+def train_video_digits(work: Path) -> Path:
+    """The moving-digits video generator: its own tokenizer (:func:`train_video_digits_tokenizer`), the token set
+    of the same training clips (one per training digit), and the class-conditional video generator
+    (``configs/demo/video_generator.yaml``)."""
+    from open_magvit2.data.pretokenize import tokenize_dataset
+    from open_magvit2.train.config import load_recipe
+    from open_magvit2.train.export import export_run
+    from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
+
+    tok = train_video_digits_tokenizer(work)
+    clips = work / "data" / "moving_digits"
+    tokens = work / "data" / "video_digit_tokens"
+    if not (tokens / "index.json").is_file():
+        tokenize_dataset(tok, clips, data.MOVING_CANVAS, tokens, batch_size=16, num_workers=0,
+                         frames=data.MOVING_FRAMES)
+    out = work / "export" / "video_generator"
+    if not (out / "model.safetensors").is_file():
+        cfg = load_recipe(GeneratorTrainConfig, CONFIGS / "video_generator.yaml")
+        t0 = time.perf_counter()
+        train_generator(cfg, tokens, work / "runs" / "video_generator", resume="auto")
+        _log(f"video_generator.yaml: trained in {(time.perf_counter() - t0) / 60:.1f} min")
+        export_run(work / "runs" / "video_generator", out)
+    return out
 
 
 def train_digits(work: Path) -> Path:
@@ -169,21 +208,33 @@ def _install_model(src: Path, dst: Path) -> None:
             shutil.copy(src / extra, dst / extra)
 
 
-def install(work: Path, assets: Path = DEMO_ROOT, docs: Path = DOCS) -> dict:
-    """Install the exported models and samples as package data, measure them and write ``metrics.json``; draw
-    the loss curves and the README's picture into ``docs``."""
-    for name in ("image_tokenizer", "video_tokenizer", "image_generator"):
+# the runs whose curves each installed model's card shows (the models: demo.evaluate.MODELS)
+MODEL_RUNS = {"image_tokenizer": ("image",), "video_tokenizer": ("video",), "image_generator": ("digits", "generator"),
+          "video_generator": ("video_digits_tokenizer", "video_generator")}
+
+
+def install(work: Path, assets: Path = DEMO_ROOT, docs: Path = DOCS,
+            models: tuple[str, ...] = tuple(MODEL_RUNS)) -> dict:
+    """Install the exported ``models`` (default: all of them) and the samples as package data, measure them into
+    ``metrics.json`` (the figures of the others stay); draw their loss curves and the README's picture into
+    ``docs``."""
+    missing = [m for m in models if not (work / "export" / m / "model.safetensors").is_file()]
+    if missing:  # check before anything is replaced
+        raise FileNotFoundError(f"no export of {', '.join(missing)} under {work / 'export'}; train it first")
+    for name in models:
         _install_model(work / "export" / name, assets / name)
     (assets / "samples").mkdir(parents=True, exist_ok=True)
     for f in (work / "data" / "samples").iterdir():
         shutil.copy(f, assets / "samples" / f.name)
     from open_magvit2.demo.evaluate import measure_all
 
-    metrics = measure_all()
-    (assets / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    recorded = assets / "metrics.json"  # the other models' figures stay as they were measured
+    metrics = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    metrics.update(measure_all(models))
+    recorded.write_text(json.dumps(metrics, indent=2) + "\n")
     from open_magvit2.train.plots import plot_run
 
-    for run in ("image", "video", "digits", "generator"):
+    for run in (r for m in models for r in MODEL_RUNS[m]):
         plot_run(work / "runs" / run, docs / f"{run}_curves.png")
     demo_picture(work / "demo-output", docs / "demo.jpg")
     return metrics
@@ -216,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     steps = {"data": prepare_data, "image": train_image, "video": train_video, "digits": train_digits,
-             "install": lambda work: install(work, docs=args.docs), "bits32": train_bits32}
+             "video_digits": train_video_digits, "install": lambda work: install(work, docs=args.docs),
+             "bits32": train_bits32}
     for name in (*STEPS, "bits32"):
         if name in args.steps:
             _log(f"step {name}")
