@@ -270,11 +270,14 @@ def real_clip_scores(num_clips: int = 200, seed: int = 0) -> dict[str, Any]:
 
 
 MODELS = ("image_tokenizer", "video_tokenizer", "image_generator", "video_generator")
+# the models the package ships; the moving-digits video generator joins them once its tokenizer learns
+# (docs/model_zoo.md, "Video generator")
+SHIPPED = ("image_tokenizer", "video_tokenizer", "image_generator")
 
 
-def measure_all(models: Sequence[str] = MODELS) -> dict:
-    """Every figure of the model cards of ``models`` (default: all), on the installed (float16-stored) demo
-    models."""
+def measure_all(models: Sequence[str] = SHIPPED) -> dict:
+    """Every figure of the model cards of ``models`` (default: the shipped ones), on the installed
+    (float16-stored) demo models."""
     from open_magvit2.checkpoints.hub import demo_sample
     from open_magvit2.data.video_io import read_video
     from open_magvit2.generator import ImageGenerator, VideoGenerator
