@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from open_magvit2 import ImageGenerator, ImageTokenizer, VideoTokenizer, load_pretrained
+from open_magvit2 import ImageGenerator, ImageTokenizer, VideoGenerator, VideoTokenizer, load_pretrained
 from open_magvit2.checkpoints.hub import MODEL_TYPES
 from open_magvit2.registry import MODEL_KINDS, model_kind
 
@@ -13,7 +13,8 @@ from official import FIXTURES
 
 def test_one_class_for_every_model_type_a_checkpoint_records():
     assert tuple(MODEL_KINDS) == MODEL_TYPES
-    assert [k.cls for k in MODEL_KINDS.values()] == [ImageTokenizer, VideoTokenizer, ImageGenerator]
+    assert [k.cls for k in MODEL_KINDS.values()] == [ImageTokenizer, VideoTokenizer, ImageGenerator, VideoGenerator]
+    assert model_kind("video_generator").label == "video generator"
     assert model_kind("video_tokenizer").label == "video tokenizer"
     with pytest.raises(ValueError, match=r"unknown model_type 'vae'; expected one of \('image_tokenizer'"):
         model_kind("vae")
