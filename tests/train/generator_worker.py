@@ -17,18 +17,18 @@ from open_magvit2.cli import main
 from open_magvit2.train.fsdp import local
 
 MODELS: list[torch.nn.Module] = []
+_BUILD = trainer.transformer_for
 
 
-class RecordedTransformer(trainer.GeneratorTransformer):
-    """The trainer's model class, remembering its instances."""
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        MODELS.append(self)
+def recorded_transformer_for(config: object) -> torch.nn.Module:
+    """The trainer's model factory, remembering the models it builds."""
+    model = _BUILD(config)
+    MODELS.append(model)
+    return model
 
 
 if __name__ == "__main__":
-    trainer.GeneratorTransformer = RecordedTransformer
+    trainer.transformer_for = recorded_transformer_for
     dump = Path(sys.argv[1])
     code = main(sys.argv[2:])
     if code == 0 and MODELS:
