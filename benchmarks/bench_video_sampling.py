@@ -54,6 +54,14 @@ def b_video_transformer(dim: int, layers: int, device: torch.device, frames: int
     config = VideoGeneratorConfig(**fields)
     with torch.device("meta"):
         model = VideoGeneratorTransformer(config=config)
+    return random_weights(model, device)
+
+
+def random_weights(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """A model built on the meta device, materialised on ``device`` (in ``dtype``) with seeded random weights:
+    matrices N(0, 0.02), vectors 1 (speed does not depend on the values; zero heads would make sampling uniform)."""
+    if dtype is not None:
+        model = model.to(dtype)
     model = model.to_empty(device=device).eval()
     torch.manual_seed(0)
     with torch.no_grad():

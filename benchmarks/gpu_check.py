@@ -64,6 +64,7 @@ from open_magvit2.tokenizer import ImageTokenizer, VideoTokenizer, tokenizer_con
 sys.path.insert(0, str(Path(__file__).parent))
 import limits  # benchmarks/: the measured limits and the FLOP counter
 from bench_tokenizer import smooth_images
+from bench_video_sampling import random_weights
 
 # The official runs' GPU counts (the recipes' header comments): the global batch is the recipe's per-GPU batch × these.
 OFFICIAL_GPUS = {"imagenet_128_L": 32, "imagenet_256_L": 32, "pretrain_256_262144": 32, "pretrain_256_16384": 32,
@@ -200,14 +201,7 @@ def sampling_section(device: torch.device, dry: bool, repeats: int) -> dict:
     dtype = torch.float32 if dry else torch.bfloat16  # bf16 matmuls of tiny CPU models are only slow
     with torch.device("meta"):
         model = GeneratorTransformer(config=config)
-    model = model.to(dtype).to_empty(device=device).eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.02)
-            else:
-                p.fill_(1.0)
+    model = random_weights(model, device, dtype)
     labels = (torch.arange(batch) * 37 % config.num_classes).to(device)
     res: dict[str, Any] = {"preset": preset, "batch": batch, "rows": 2 * batch, "dtype": str(dtype),
                            "params_m": round(model.num_params() / 1e6, 1)}

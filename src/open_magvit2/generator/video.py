@@ -19,10 +19,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from open_magvit2.generator.api import TokenGenerator
+from open_magvit2.generator.api import ImageGenerator, TokenGenerator
 from open_magvit2.generator.model import GeneratorConfig, VideoGeneratorConfig
 from open_magvit2.tokenizer import TokenizerConfig, VideoTokenizer
 from open_magvit2.tokenizer.model import Tokenizer
+
+
+def generator_class(config: GeneratorConfig) -> type[TokenGenerator]:
+    """The generator class of a config: :class:`VideoGenerator` for a :class:`VideoGeneratorConfig`, else
+    :class:`~open_magvit2.generator.api.ImageGenerator` (the class counterpart of
+    :func:`~open_magvit2.generator.model.transformer_for`)."""
+    return VideoGenerator if isinstance(config, VideoGeneratorConfig) else ImageGenerator
 
 
 class VideoGenerator(TokenGenerator):

@@ -18,9 +18,9 @@ from torch import Tensor
 
 from open_magvit2.checkpoints.hub import CONFIG_NAME, load_pretrained_dir, save_pretrained_dir
 from open_magvit2.fileio import check_output_dir
-from open_magvit2.generator import ImageGenerator, VideoGenerator, VideoGeneratorConfig
 from open_magvit2.generator.api import CLASSES_NAME
 from open_magvit2.generator.model import config_from_dict
+from open_magvit2.generator.video import generator_class
 from open_magvit2.tokenizer import TokenizerConfig
 from open_magvit2.train.checkpoint import META_NAME, Loaded, Weights, list_checkpoints, read_meta, run_weights
 from open_magvit2.train.rundir import TOKENIZER_DIR
@@ -37,7 +37,7 @@ def _export_generator(sd: dict[str, Tensor], loaded: Loaded, out: Path, meta: di
     :class:`VideoGenerator` when the run trained on clips (its config has ``frames``)."""
     s = loaded.state
     config = config_from_dict(s["generator_config"])
-    cls = VideoGenerator if isinstance(config, VideoGeneratorConfig) else ImageGenerator
+    cls = generator_class(config)
     full = {f"transformer.{k}": v for k, v in sd.items()}
     tok_config = None
     if s.get("tokenizer") is not None:

@@ -34,9 +34,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from open_magvit2.data.tokens import write_classes
 from open_magvit2.distributed import DistContext
-from open_magvit2.generator import GeneratorTransformer, ImageGenerator, VideoGenerator, generator_loss
+from open_magvit2.generator import GeneratorTransformer, generator_loss
 from open_magvit2.generator.model import VideoGeneratorConfig, transformer_for
 from open_magvit2.generator.sampling import generate_tokens
+from open_magvit2.generator.video import generator_class
 from open_magvit2.imaging import image_grid, save_image, to_uint8
 from open_magvit2.quantize import factorize_indices, unfactorize_indices
 from open_magvit2.train import fsdp
@@ -221,8 +222,7 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     else:
         session.register(model=model, opt=opt, ema=ema, scaler=scaler)
     session.register_rank(data=data.stream)
-    kind = VideoGenerator if isinstance(gcfg, VideoGeneratorConfig) else ImageGenerator
-    session.record(model_type=kind.model_type, sharded=sharded)
+    session.record(model_type=generator_class(gcfg).model_type, sharded=sharded)
     session.expect("generator_config", gcfg.to_dict(), "the checkpoint's generator architecture differs from what "
                    "the recipe and data give now; resume with the same recipe and token set")
     session.expect("tokenizer", data.tokenizer_info, "the data was made by another tokenizer than the run's "

@@ -39,11 +39,6 @@ class TrainData:
     tokenizer_info: dict[str, Any] | None  # what made the tokens: source, weights, config, sha256
     on_the_fly: bool
 
-    @property
-    def video(self) -> bool:
-        """Whether the samples are video clips ((t, h, w) token grids)."""
-        return len(self.grid) == 3
-
     def next_batch(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """The next micro-batch: (full LFQ indices int64 (B, h, w), or (B, t, h, w) for video, labels int64 (B,)),
         on ``device``."""
