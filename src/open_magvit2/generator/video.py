@@ -1,7 +1,7 @@
 """``VideoGenerator``: the class-conditional AR generator over (t, h, w) video token grids, with the causal
 ``VideoTokenizer`` that decodes its tokens (docs/design.md "Video generation").
 
->>> gen = VideoGenerator.from_pretrained("demo")                    # the bundled moving-digits model
+>>> gen = VideoGenerator.from_pretrained("runs/video_export")       # a folder written by `export`
 >>> idx = gen.generate(torch.tensor([3, 7]))                         # (2, t, h, w) int64 full LFQ indices
 >>> clips = gen.sample_videos(torch.tensor([3]))                     # (1, 3, T, H, W) in [-1, 1]
 >>> more = gen.sample_videos(torch.tensor([3]), first_frame=image)   # image (1, 3, H, W): continue it
