@@ -123,6 +123,13 @@ CASES = [
      r"is a generator run checkpoint"),
     ("tok-inflate-image", TOK + " --set init.inflate_from={ckpt}", r"init\.inflate_from inflates an image tokenizer "
      r"into a video one"),
+    ("tok-zero-past-taps-image", TOK + " --set init.zero_past_taps=true", r"init\.zero_past_taps is for video "
+     r"tokenizers \(temporal kernels\); the recipe's model is an image tokenizer$"),
+    ("tok-zero-past-taps-checkpoint", TOK + " --set init.zero_past_taps=true --set init.checkpoint={ckpt}",
+     r"init\.zero_past_taps shapes a fresh initialisation; init\.checkpoint and init\.inflate_from bring their own "
+     r"weights"),
+    ("gen-zero-past-taps", GEN + " --set init.zero_past_taps=true", r"init\.inflate_from and init\.zero_past_taps "
+     r"are for video tokenizers; a generator starts from init\.checkpoint$"),
     # ---- train-tokenizer: the output -------------------------------------------------------------------------
     ("tok-output-used", TOK.replace("{out}", "{d}/full"), r"--output .*full is not empty; pass --resume auto"),
     ("tok-resume-nothing", TOK + " --resume {d}/nope", r"--resume .*nope: neither a checkpoint directory"),

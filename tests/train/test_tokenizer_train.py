@@ -139,6 +139,23 @@ def test_video_smoke(tmp_path):
         assert tok.encode(torch.zeros(1, 3, 5, 32, 32)).shape == (1, 2, 4, 4)
 
 
+def test_video_zero_past_taps(tmp_path):
+    """``init.zero_past_taps``: the run starts from the seed's random weights with every temporal kernel's past
+    slices at zero. One step at lr 1e-12 leaves them within 1e-9 of zero while the last slices keep their random
+    values, and the same run without the flag has past taps of the ordinary size."""
+    clips = pan_clips(tmp_path / "clips")
+    past = {}
+    for name, extra in (("zeroed", ["--set", "init.zero_past_taps=true"]), ("plain", [])):
+        run = tmp_path / name
+        assert train(TINY_VIDEO, clips, run, "--max-steps", "1", "--set", "optim.lr=1e-12", *extra) == 0
+        sd = exported(run, tmp_path / f"{name}_out", weights="raw")
+        kernels = [v for v in sd.values() if v.dim() == 5 and v.shape[2] == 3]
+        assert len(kernels) > 20
+        past[name] = max(v[:, :, :-1].abs().max().item() for v in kernels)
+        assert min(v[:, :, -1].abs().max().item() for v in kernels) > 1e-3
+    assert past["zeroed"] < 1e-9 and past["plain"] > 1e-2
+
+
 def test_lpips_path(tmp_path, photos):
     from open_magvit2.eval.backbones import write_random_backbones
 

@@ -105,3 +105,33 @@ def test_full_size_inflation_gives_the_released_video_layout():
     sd = {k: torch.empty(s, dtype=dtypes[d], device="meta") for k, s, d in keys}
     out = inflate_image_to_video(sd)
     assert [[k, list(t.shape), str(t.dtype)[6:]] for k, t in out.items()] == video["keys"]
+
+
+def test_zero_past_taps_makes_each_kernel_see_only_the_current_frame():
+    """``zero_past_taps`` (init.zero_past_taps): every causal 3D kernel keeps its last temporal slice and zeroes the
+    others, so each conv's output at frame t equals the 2D conv of that slice on frame t alone (checked against
+    ``F.conv2d`` frame by frame); 1×1×1 kernels and every other tensor are untouched."""
+    import torch.nn.functional as F
+
+    from open_magvit2.tokenizer.inflate import zero_past_taps
+    from open_magvit2.tokenizer.presets import tokenizer_config
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(tokenizer_config("ucf101_128_L_tiny"))
+    before = {k: v.clone() for k, v in tok.state_dict().items()}
+    convs = [m for m in tok.modules() if isinstance(m, torch.nn.Conv3d)]
+    temporal = [m for m in convs if m.kernel_size[0] == 3]
+    assert zero_past_taps(tok) == len(temporal) > 0
+    for name, t in tok.state_dict().items():
+        if t.dim() == 5 and t.shape[2] == 3:
+            assert torch.count_nonzero(t[:, :, :-1]) == 0, name
+            assert torch.equal(t[:, :, -1], before[name][:, :, -1]), name
+        else:
+            assert torch.equal(t, before[name]), name
+    conv = tok.encoder.conv_in  # stride 1, padding (1, 1) in H and W, 2 frames in front
+    x = torch.randn(2, 3, 5, 8, 8)
+    with torch.no_grad():
+        out = conv(x)
+        w = conv.conv_1.weight[:, :, -1]
+        for t in range(5):
+            torch.testing.assert_close(out[:, :, t], F.conv2d(x[:, :, t], w, padding=1), rtol=1e-5, atol=1e-6)

@@ -3,7 +3,8 @@
 
 :class:`TokenizerLoss` has two entry points that the training loop calls once each per iteration, in this order:
 
-* :meth:`TokenizerLoss.generator_loss` for the G step: ``l1_weight·mean|x − x̂| + perceptual_weight·mean LPIPS
+* :meth:`TokenizerLoss.generator_loss` for the G step: ``l1_weight·mean|x − x̂| + l2_weight·mean (x − x̂)²
+  + perceptual_weight·mean LPIPS
   + d_weight·disc_factor·g + entropy_weight·entropy_loss + commit_weight·commitment``;
 * :meth:`TokenizerLoss.discriminator_loss` for the D step on the same (detached) reconstruction:
   ``disc_factor·(lecam_weight·R + hinge)``. Unlike the official D step it does not recompute L1 and LPIPS, which
@@ -37,7 +38,7 @@ from open_magvit2.losses.perceptual import PerceptualLoss
 from open_magvit2.quantize import LFQOutput
 
 GENERATOR_LOG_KEYS = (
-    "g_total", "l1", "lpips", "nll", "entropy_loss", "per_sample_entropy", "codebook_entropy", "commitment",
+    "g_total", "l1", "l2", "lpips", "nll", "entropy_loss", "per_sample_entropy", "codebook_entropy", "commitment",
     "g_adv", "g_adv_weighted", "d_weight", "disc_factor", "g_logits_fake",
 )  # fmt: skip
 DISCRIMINATOR_LOG_KEYS = (
@@ -52,6 +53,10 @@ class TokenizerLossConfig:
     ``gen_loss_weight=None`` switches to the adaptive weight (needs ``last_layer``); ``lecam_weight`` None or 0
     turns LeCAM off; ``perceptual_weight=0`` never loads LPIPS. ``entropy_weight`` is the official
     ``codebook_weight``; ``l1_weight`` weights the L1 term (the official ``pixelloss_weight`` is unused, i.e. 1).
+    ``l2_weight`` adds a mean-squared-error term (not in the official loss; default 0, which leaves the official
+    sum bit for bit): where the model cannot yet place sparse content (a bright digit on black), L1's per-pixel
+    optimum is the median, black, while the squared error's is the mean, which rewards a blurred guess
+    (docs/training.md, "Video tokenizers from scratch").
     """
 
     discriminator: str = "patchgan"  # "patchgan" | "blur" | "patchgan3d"
@@ -64,6 +69,7 @@ class TokenizerLossConfig:
     entropy_weight: float = 0.1
     commit_weight: float = 0.25
     l1_weight: float = 1.0
+    l2_weight: float = 0.0
     perceptual_weight: float = 1.0
     lpips_path: str | None = None
 
@@ -74,7 +80,7 @@ class TokenizerLossConfig:
             raise ValueError(f"disc_loss must be one of {tuple(D_LOSSES)}, got {self.disc_loss!r}")
         if isinstance(self.disc_start, bool) or not isinstance(self.disc_start, int) or self.disc_start < 0:
             raise ValueError(f"disc_start must be an integer step >= 0, got {self.disc_start!r}")
-        for name in ("disc_weight", "entropy_weight", "commit_weight", "l1_weight", "perceptual_weight",
+        for name in ("disc_weight", "entropy_weight", "commit_weight", "l1_weight", "l2_weight", "perceptual_weight",
                      "gen_loss_weight", "lecam_weight"):  # fmt: skip
             v = getattr(self, name)
             if v is None and name in ("gen_loss_weight", "lecam_weight"):
@@ -167,15 +173,20 @@ class TokenizerLoss(nn.Module):
                 f"x and xrec must both be {layout} (dims={self.dims}); got {tuple(x.shape)} and {tuple(xrec.shape)}"
             )
 
-    def _reconstruction_terms(self, x: Tensor, xrec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(mean L1, mean LPIPS, nll) in float32; L1 and LPIPS per frame for clips (docs/design.md O-17, O-29)."""
-        l1 = (x.float() - xrec.float()).abs().mean()
+    def _reconstruction_terms(self, x: Tensor, xrec: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(mean L1, mean squared error, mean LPIPS, nll) in float32; L1 and LPIPS per frame for clips
+        (docs/design.md O-17, O-29)."""
+        diff = x.float() - xrec.float()
+        l1 = diff.abs().mean()
+        l2 = diff.square().mean()
         if self.perceptual is None:
             p = l1.new_zeros(())
         else:
             p = self.perceptual(x, xrec).float().mean()
         nll = self.config.l1_weight * l1 + self.config.perceptual_weight * p
-        return l1, p, nll
+        if self.config.l2_weight:  # only when asked, so the official sum stays bit-identical
+            nll = nll + self.config.l2_weight * l2
+        return l1, l2, p, nll
 
     def _generator_weight(self, nll: Tensor, g: Tensor, factor: float, last_layer: Tensor | None) -> Tensor:
         """d_weight: the constant ``gen_loss_weight``, or the adaptive weight when it is None (docs/design.md O-17)."""
@@ -207,7 +218,7 @@ class TokenizerLoss(nn.Module):
         self._check_pair(x, xrec)
         c = self.config
         factor = disc_factor(step, c.disc_start)
-        l1, p, nll = self._reconstruction_terms(x, xrec)
+        l1, l2, p, nll = self._reconstruction_terms(x, xrec)
         if factor > 0:
             with without_parameter_grads(self.discriminator):
                 logits_fake = self.discriminator(xrec)
@@ -219,7 +230,7 @@ class TokenizerLoss(nn.Module):
         loss = nll + g_weighted if factor > 0 else nll  # the official order of the sum
         loss = loss + c.entropy_weight * quant.entropy_loss + c.commit_weight * quant.commitment
         logs = {
-            "g_total": loss, "l1": l1, "lpips": p, "nll": nll, "entropy_loss": quant.entropy_loss,
+            "g_total": loss, "l1": l1, "l2": l2, "lpips": p, "nll": nll, "entropy_loss": quant.entropy_loss,
             "per_sample_entropy": quant.per_sample_entropy, "codebook_entropy": quant.codebook_entropy,
             "commitment": quant.commitment, "g_adv": g, "g_adv_weighted": g_weighted, "d_weight": d_weight,
             "disc_factor": nll.new_tensor(factor), "g_logits_fake": logits_fake.float().mean(),

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from open_magvit2.checkpoints.official import EMA_PREFIX, EMA_SCALARS, ema_key, load_official_state_dict
 from open_magvit2.fileio import atomic_write
@@ -102,6 +102,24 @@ def inflate_image_to_video(
     return out
 
 
+def zero_past_taps(model: nn.Module) -> int:
+    """Zero every temporal slice but the last of each causal 3D kernel of ``model``, in place; returns how many
+    kernels changed. The last slices keep their (random) values.
+
+    This is inflation's kernel rule applied to a fresh initialisation: under causal padding the last slice sees the
+    current frame, so each frame's path starts as the image network the last slices form, and the past taps grow
+    from zero under training. A video tokenizer trained from scratch on sparse moving content (bright digits on
+    black) needs it to leave the all-black output (docs/training.md, "Video tokenizers from scratch").
+    """
+    changed = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv3d) and m.kernel_size[0] > 1:
+                m.weight[:, :, :-1].zero_()
+                changed += 1
+    return changed
+
+
 def inflate_official_checkpoint(image_ckpt: str | os.PathLike[str], video_ckpt: str | os.PathLike[str]) -> Path:
     """Inflate an official image ``.ckpt`` (EMA twins included) into an official-format video ``.ckpt``.
 
@@ -112,4 +130,4 @@ def inflate_official_checkpoint(image_ckpt: str | os.PathLike[str], video_ckpt: 
     return atomic_write(video_ckpt, lambda p: torch.save({"state_dict": video}, p))
 
 
-__all__ = ["inflate_image_to_video", "inflate_official_checkpoint", "inflate_tensor"]
+__all__ = ["inflate_image_to_video", "inflate_official_checkpoint", "inflate_tensor", "zero_past_taps"]

@@ -132,12 +132,19 @@ class InitConfig:
     # official tokenizer file's EMA); ema | raw to choose (ema where there is none is an error)
     weights: str | None = None
     inflate_from: str | None = None  # video tokenizers: an image tokenizer inflated by inflate_image_to_video
+    # video tokenizers from scratch: start every temporal kernel with its past taps at zero (tokenizer.inflate.
+    # zero_past_taps), so each frame's path starts as an image network
+    zero_past_taps: bool = False
 
     def __post_init__(self) -> None:
         if self.weights not in (None, "ema", "raw"):
             raise ValueError(f"init.weights must be ema, raw or null, got {self.weights!r}")
         if self.checkpoint and self.inflate_from:
             raise ValueError("set init.checkpoint or init.inflate_from, not both")
+        if self.zero_past_taps and (self.checkpoint or self.inflate_from):
+            raise ValueError("init.zero_past_taps shapes a fresh initialisation; init.checkpoint and "
+                             "init.inflate_from bring their own weights (inflation already starts the past taps at "
+                             "zero): drop one")
 
 
 # ---- YAML ↔ dataclasses ----------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ def load_tokenizer_init(init: InitConfig, config: TokenizerConfig) -> tuple[dict
     A discriminator comes only from an official training checkpoint or one of our run checkpoints; released
     files hold none, so it then starts fresh (docs/design.md O-01).
     """
+    if init.zero_past_taps and config.dims != 3:
+        raise ValueError("init.zero_past_taps is for video tokenizers (temporal kernels); the recipe's model is an "
+                         "image tokenizer")
     if init.checkpoint:
         kind = "video_tokenizer" if config.dims == 3 else "image_tokenizer"
         weights, disc = read_tokenizer_weights(init.checkpoint, init.weights, kind)
@@ -92,8 +95,9 @@ def load_generator_init(init: InitConfig, config: GeneratorConfig) -> dict[str, 
     must match ``config``: an image generator for an image config, a video generator with the same ``frames`` for a
     :class:`VideoGeneratorConfig` (their weights have the same shapes, but the positions their RoPE encodes differ).
     """
-    if init.inflate_from:
-        raise ValueError("init.inflate_from is for video tokenizers; a generator starts from init.checkpoint")
+    if init.inflate_from or init.zero_past_taps:
+        raise ValueError("init.inflate_from and init.zero_past_taps are for video tokenizers; a generator starts "
+                         "from init.checkpoint")
     if not init.checkpoint:
         return None
     video = isinstance(config, VideoGeneratorConfig)

@@ -12,7 +12,7 @@ from open_magvit2.train.metrics import read_metrics
 FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
 # Panels in reading order: a panel shows every metric whose name starts with one of its prefixes.
 PANELS = (
-    ("reconstruction (tokenizer)", ("loss/l1", "loss/lpips", "loss/nll")),
+    ("reconstruction (tokenizer)", ("loss/l1", "loss/l2", "loss/lpips", "loss/nll")),
     ("losses", ("loss/",)),
     ("discriminator", ("d/",)),
     ("entropy", ("entropy/",)),

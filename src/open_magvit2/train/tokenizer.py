@@ -37,6 +37,7 @@ from open_magvit2.losses import TokenizerLoss, TokenizerLossConfig
 from open_magvit2.losses.gan import disc_factor
 from open_magvit2.losses.tokenizer_loss import LossOutput
 from open_magvit2.tokenizer import ImageTokenizer, TokenizerConfig, VideoTokenizer
+from open_magvit2.tokenizer.inflate import zero_past_taps
 from open_magvit2.tokenizer.presets import tokenizer_config
 from open_magvit2.train.config import InitConfig, OptimConfig, RunConfig, ScheduleConfig, with_model_args
 from open_magvit2.train.ema import make_ema
@@ -263,6 +264,8 @@ def _run(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession, str
             tokenizer.load_state_dict(init_weights, strict=True)
         if init_disc is not None:
             loss.discriminator.load_state_dict(init_disc, strict=True)
+        if cfg.init.zero_past_taps:
+            zero_past_taps(tokenizer)
     _check_data_shape(cfg, tokenizer, loss)
     accum = cfg.optim.grad_accum
     total, steps_per_epoch = run_length(run, stream.batches_per_epoch, accum, cfg.data.batch_size, ctx.world_size,
