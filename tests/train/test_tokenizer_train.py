@@ -156,6 +156,31 @@ def test_video_zero_past_taps(tmp_path):
     assert past["zeroed"] < 1e-9 and past["plain"] > 1e-2
 
 
+def test_single_frames_keep_zeroed_past_taps_then_clips_grow_them(tmp_path):
+    """The two-stage recipe of a video tokenizer from scratch (docs/training.md, "Video tokenizers from scratch"):
+    on single frames (``data.frames: 1``) the causal padding in front is zeros, so at an ordinary lr the past
+    slices stay exactly zero while the last slices train; from that run's export on 5-frame clips they grow, one
+    Adam step (about lr) from zero."""
+    clips = pan_clips(tmp_path / "clips")
+
+    def kernels(sd):
+        return {k: v for k, v in sd.items() if v.dim() == 5 and v.shape[2] == 3}
+
+    frames = tmp_path / "frames"
+    assert train(TINY_VIDEO, clips, frames, "--max-steps", "2", "--set", "optim.lr=1e-3", "--set", "data.frames=1",
+                 "--set", "init.zero_past_taps=true") == 0
+    stage1 = kernels(exported(frames, tmp_path / "frames_out", weights="raw"))
+    assert len(stage1) > 20 and all(torch.count_nonzero(v[:, :, :-1]) == 0 for v in stage1.values())
+    clips_run = tmp_path / "clips_run"
+    assert train(TINY_VIDEO, clips, clips_run, "--max-steps", "1", "--set", "optim.lr=1e-3",
+                 "--set", f"init.checkpoint={tmp_path / 'frames_out'}") == 0
+    stage2 = kernels(exported(clips_run, tmp_path / "clips_out", weights="raw"))
+    # one Adam step from the loaded weights: the last slices move by at most about lr, the past ones leave zero
+    assert max((stage2[k][:, :, -1] - stage1[k][:, :, -1]).abs().max().item() for k in stage1) <= 1.1e-3
+    grown = [v[:, :, :-1].abs().max().item() for v in stage2.values()]
+    assert max(grown) <= 1.1e-3 and sum(g > 1e-6 for g in grown) > len(grown) // 2
+
+
 def test_lpips_path(tmp_path, photos):
     from open_magvit2.eval.backbones import write_random_backbones
 

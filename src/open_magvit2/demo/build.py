@@ -11,10 +11,11 @@ Steps (each one skips itself when its output exists, so an interrupted build res
 5. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
    those weights (``metrics.json``), and the loss curves of every run.
 
-``--steps video_digits`` (not in the default yet) trains the moving-digits video tokenizer from scratch
-(``configs/demo/video_digits_tokenizer.yaml``), its token set and the class-conditional video generator
-(``configs/demo/video_generator.yaml``); the tokenizer recipe does not learn yet (it decodes black frames,
-docs/model_zoo.md), so nothing of it is installed.
+``--steps video_digits`` (not in the default yet) trains the moving-digits video tokenizer from scratch in two
+stages (single frames: ``configs/demo/video_digits_tokenizer_frames.yaml``; then clips:
+``configs/demo/video_digits_tokenizer.yaml``), the token set of the training clips and the class-conditional
+video generator (``configs/demo/video_generator.yaml``); the generator does not reach its targets yet
+(docs/model_zoo.md, "Video generator"), so nothing of it is installed.
 
 The recipes are package data (``open_magvit2/configs/demo``; ``configs/`` in a checkout links there). Run it from
 a checkout (``make demo-models``): the model card's pictures go to ``docs/model_zoo`` under the current folder.
@@ -98,13 +99,17 @@ def train_video(work: Path) -> Path:
 
 
 def train_video_digits_tokenizer(work: Path) -> Path:
-    """The moving-digits video tokenizer (``configs/demo/video_digits_tokenizer.yaml``), trained from scratch on one
-    clip per training digit (``data.write_moving_digits``, scikit-learn's 0..1499; 1500..1796 held out)."""
+    """The moving-digits video tokenizer, trained from scratch on one clip per training digit
+    (``data.write_moving_digits``, scikit-learn's 0..1499; 1500..1796 held out) in two stages: single frames
+    (``configs/demo/video_digits_tokenizer_frames.yaml``: each frame's path as an image network, and frame 0),
+    then clips (``configs/demo/video_digits_tokenizer.yaml``: motion, from the first stage's weights)."""
     clips = work / "data" / "moving_digits"
     if not clips.is_dir():
         data.write_moving_digits(clips, "train")
+    frames = _train_tokenizer(CONFIGS / "video_digits_tokenizer_frames.yaml", clips,
+                              work / "runs" / "video_digits_frames", work / "export" / "video_digits_frames")
     return _train_tokenizer(CONFIGS / "video_digits_tokenizer.yaml", clips, work / "runs" / "video_digits_tokenizer",
-                            work / "export" / "video_digits_tokenizer")
+                            work / "export" / "video_digits_tokenizer", (f"init.checkpoint={frames}",))
 
 
 def train_video_digits(work: Path) -> Path:
@@ -214,7 +219,7 @@ def _install_model(src: Path, dst: Path) -> None:
 
 # the runs whose curves each installed model's card shows (the models: demo.evaluate.MODELS)
 MODEL_RUNS = {"image_tokenizer": ("image",), "video_tokenizer": ("video",), "image_generator": ("digits", "generator"),
-          "video_generator": ("video_digits_tokenizer", "video_generator")}
+          "video_generator": ("video_digits_frames", "video_digits_tokenizer", "video_generator")}
 
 
 def install(work: Path, assets: Path = DEMO_ROOT, docs: Path = DOCS, models: tuple[str, ...] = SHIPPED) -> dict:
@@ -240,7 +245,29 @@ def install(work: Path, assets: Path = DEMO_ROOT, docs: Path = DOCS, models: tup
     for run in (r for m in models for r in MODEL_RUNS[m]):
         plot_run(work / "runs" / run, docs / f"{run}_curves.png")
     demo_picture(work / "demo-output", docs / "demo.jpg")
+    if "video_generator" in models:
+        from open_magvit2.generator import VideoGenerator
+
+        video_generator_picture(VideoGenerator.from_pretrained("demo"), docs / "video_generator_frames.png")
     return metrics
+
+
+def video_generator_picture(gen: torch.nn.Module, out: Path, seed: int = 0) -> Path:
+    """A moving-digits video generator's model-card picture: one generated clip per digit 0–9 (a row each, every
+    second frame), then three held-out clips (real) each above its continuation from the real first frame."""
+    from open_magvit2.data.video_io import video_to_uint8
+    from open_magvit2.demo.data import moving_digits
+    from open_magvit2.imaging import image_grid, save_image, uint8_to_tensor
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        clips = [video_to_uint8(c) for c in gen.sample_videos(torch.arange(10), generator=g)]
+        real, labels = moving_digits("held_out", 3, seed=seed)
+        first = torch.cat([uint8_to_tensor(f) for f in real[:, 0]])
+        cont = [video_to_uint8(c) for c in gen.sample_videos(torch.from_numpy(labels), first_frame=first, generator=g)]
+    rows = [*clips, *(c for pair in zip(real, cont) for c in pair)]
+    frames = [f for clip in rows for f in clip[::2]]
+    return save_image(image_grid(frames, columns=len(rows[0][::2])), out)
 
 
 def demo_picture(work: Path, out: Path, width: int = 760) -> Path:
