@@ -40,3 +40,22 @@ def test_shape_mismatch_is_a_value_error():
     with pytest.raises(ValueError, match="do not match sub-tokens"):
         generator_loss(torch.zeros(2, 5, 64), torch.zeros(2, 5, 4096), torch.zeros(2, 4, dtype=torch.long),
                        torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_position_weights_are_a_weighted_mean_per_sample():
+    torch.manual_seed(0)
+    lp, lq = torch.randn(3, 6, 8), torch.randn(3, 6, 16)
+    pre, post = torch.randint(0, 8, (3, 6)), torch.randint(0, 16, (3, 6))
+    w = torch.tensor([4.0, 4.0, 1.0, 1.0, 1.0, 1.0])  # a first "frame" of 2 positions weighing 4
+    out = generator_loss(lp, lq, pre, post, weight=w)
+    for logits, target, part in ((lp, pre, out.pre), (lq, post, out.post)):
+        ce = -logits.log_softmax(-1).gather(-1, target[..., None])[..., 0]  # (B, N) brute force
+        assert part.item() == pytest.approx(((ce * w).sum(1) / w.sum()).mean().item(), rel=1e-6)
+    plain = generator_loss(lp, lq, pre, post)
+    same = generator_loss(lp, lq, pre, post, weight=torch.full((6,), 2.5))  # equal weights: the plain mean
+    torch.testing.assert_close(same.loss, plain.loss, atol=1e-6, rtol=0)
+    assert abs(out.loss.item() - plain.loss.item()) > 1e-3
+    with pytest.raises(ValueError, match="weight must be"):
+        generator_loss(lp, lq, pre, post, weight=torch.ones(5))
+    with pytest.raises(ValueError, match="weight must be"):
+        generator_loss(lp, lq, pre, post, weight=torch.zeros(6))

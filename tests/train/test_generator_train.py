@@ -145,6 +145,13 @@ def test_user_errors(tokens, tmp_path, capsys):
     (tmp_path / "c" / "x").write_text("x")
     assert main([*base, "--data", str(tokens), "--output", str(tmp_path / "c")]) == 2
     assert "--resume auto" in capsys.readouterr().err
+    assert main([*base, "--data", str(tokens), "--output", str(tmp_path / "d"), "--set",
+                 "loss.first_frame_weight=4"]) == 2
+    assert "weighs a video generator's first latent frame; this token set holds images" in capsys.readouterr().err
+    assert main([*base, "--data", str(tokens), "--output", str(tmp_path / "d"), "--set",
+                 "loss.first_frame_weight=0"]) == 2
+    assert "loss.first_frame_weight must be a positive number, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_non_finite_steps_stop_at_a_checkpoint_that_exists(tokens, tmp_path, monkeypatch, capsys):

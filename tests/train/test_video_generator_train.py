@@ -222,6 +222,26 @@ def test_recipe_and_video_set_disagreements_are_one_line_before_any_run_dir(vide
     assert not (tmp_path / "runs").exists()
 
 
+def test_first_frame_weight_weighs_latent_frame_0(video_tokens, tmp_path, monkeypatch):
+    """loss.first_frame_weight reaches the loss as a per-position weight: the 4 × 4 tokens of latent frame 0 weigh
+    3, the 2 × 4 × 4 after them 1 (the weighted mean itself: tests/train/test_generator_loss.py)."""
+    import open_magvit2.train.generator as trainer
+
+    seen = []
+
+    def spy(*args, weight=None):
+        seen.append(weight)
+        return trainer.generator_loss.__wrapped__(*args, weight=weight)
+
+    spy.__wrapped__ = trainer.generator_loss
+    monkeypatch.setattr(trainer, "generator_loss", spy)
+    assert _train(video_tokens, tmp_path / "run", "--max-steps", "1", "--set=data.batch_size=2",
+                  "--set=loss.first_frame_weight=3") == 0
+    expected = torch.cat([torch.full((16,), 3.0), torch.ones(32)])
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+    assert metrics(tmp_path / "run")[0]["loss"] > 0
+
+
 def test_the_ucf101_recipe_matches_its_compute_header():
     """configs/generator/ucf101_B.yaml: B on 5 × 16 × 16 tokens of 18 bits, 101 classes: the parameters, tokens per
     clip and clips per step its header states."""

@@ -32,6 +32,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,13 +74,34 @@ def prepare_data(work: Path) -> None:
                     crf=10)
 
 
-def _train_tokenizer(recipe: Path, source: Path, run: Path, out: Path, overrides: tuple[str, ...] = ()) -> Path:
+def fast_bf16() -> bool:
+    """Whether bf16 autocast is fast here: a CUDA GPU, or a CPU with bf16 matrix units (AMX or AVX-512-BF16). On
+    other CPUs bf16 runs emulated, many times slower than float32 (docs/precision.md)."""
+    if torch.cuda.is_available():
+        return True
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's own probes (private API)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def _recipe(cls: type, recipe: Path, overrides: tuple[str, ...] = ()) -> Any:
+    """A demo recipe; one that asks for bf16 trains in float32 where bf16 is not fast (:func:`fast_bf16`), and
+    says so."""
     from open_magvit2.train.config import load_recipe
+
+    cfg = load_recipe(cls, recipe, list(overrides))
+    if cfg.run.precision == "bf16" and not fast_bf16():
+        _log(f"{recipe.name}: this CPU has no bf16 matrix units (AMX, AVX-512-BF16), so it trains in float32 "
+             "instead of bf16: slower than the times in docs/model_zoo.md")
+        cfg = load_recipe(cls, recipe, [*overrides, "run.precision=fp32"])
+    return cfg
+
+
+def _train_tokenizer(recipe: Path, source: Path, run: Path, out: Path, overrides: tuple[str, ...] = ()) -> Path:
     from open_magvit2.train.export import export_run
     from open_magvit2.train.tokenizer import TokenizerTrainConfig, train_tokenizer
 
     if not (out / "model.safetensors").is_file():
-        cfg = load_recipe(TokenizerTrainConfig, recipe, list(overrides))
+        cfg = _recipe(TokenizerTrainConfig, recipe, overrides)
         t0 = time.perf_counter()
         train_tokenizer(cfg, source, run, resume="auto")
         _log(f"{recipe.name}: trained in {(time.perf_counter() - t0) / 60:.1f} min")
@@ -117,7 +139,6 @@ def train_video_digits(work: Path) -> Path:
     of the same training clips (one per training digit), and the class-conditional video generator
     (``configs/demo/video_generator.yaml``)."""
     from open_magvit2.data.pretokenize import tokenize_dataset
-    from open_magvit2.train.config import load_recipe
     from open_magvit2.train.export import export_run
     from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
 
@@ -129,7 +150,7 @@ def train_video_digits(work: Path) -> Path:
                          frames=data.MOVING_FRAMES)
     out = work / "export" / "video_generator"
     if not (out / "model.safetensors").is_file():
-        cfg = load_recipe(GeneratorTrainConfig, CONFIGS / "video_generator.yaml")
+        cfg = _recipe(GeneratorTrainConfig, CONFIGS / "video_generator.yaml")
         t0 = time.perf_counter()
         train_generator(cfg, tokens, work / "runs" / "video_generator", resume="auto")
         _log(f"video_generator.yaml: trained in {(time.perf_counter() - t0) / 60:.1f} min")

@@ -23,6 +23,7 @@ XL (``fsdp.py``: sharded checkpoints, gathered by ``export``). The frozen tokeni
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,20 @@ class SampleGridConfig:
 
 
 @dataclass(frozen=True)
+class GeneratorLossConfig:
+    """The objective's weighting. ``first_frame_weight``: video only, how much each token of latent frame 0 weighs
+    against a later one (1: the plain mean). Frame 0 is class-conditional image generation with nothing before it
+    to copy, a ninth of a 9-frame clip's tokens and its hardest part; a weight > 1 spends more of the model on it
+    (docs/training.md, "Video generators")."""
+
+    first_frame_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.first_frame_weight > 0 and math.isfinite(self.first_frame_weight)):
+            raise ValueError(f"loss.first_frame_weight must be a positive number, got {self.first_frame_weight}")
+
+
+@dataclass(frozen=True)
 class GeneratorTrainConfig:
     """A generator training recipe (``configs/generator/*.yaml``); the defaults are the paper's
     (docs/design.md O-37)."""
@@ -106,6 +121,7 @@ class GeneratorTrainConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(precision="bf16", ema_decay=None, sample_every=5000,
                                                              save_every=5000))
     samples: SampleGridConfig = field(default_factory=SampleGridConfig)
+    loss: GeneratorLossConfig = field(default_factory=GeneratorLossConfig)
     parallel: str = "ddp"  # ddp | fsdp (FSDP2 fully_shard; for L and XL)
 
     def __post_init__(self) -> None:
@@ -174,6 +190,19 @@ def _sample_grid(model: GeneratorTransformer, data: TrainData, cfg: GeneratorTra
     save_image(image_grid(list(to_uint8(images)), columns=cfg.samples.per_class), path)
 
 
+def _position_weight(loss: GeneratorLossConfig, gcfg: Any) -> torch.Tensor | None:
+    """The per-position loss weight of ``loss.first_frame_weight`` (None for the plain mean)."""
+    if loss.first_frame_weight == 1.0:
+        return None
+    if not isinstance(gcfg, VideoGeneratorConfig):
+        raise ValueError("loss.first_frame_weight weighs a video generator's first latent frame; this token set "
+                         "holds images: drop it from the recipe")
+    t, h, w = gcfg.grid
+    weight = torch.ones(t * h * w)
+    weight[: h * w] = loss.first_frame_weight
+    return weight
+
+
 def sub_token_log_names(m: int) -> list[str]:
     """The metric names of the M per-sub-token losses: ``loss/pre``, ``loss/post`` for M = 2 (the names of every
     earlier run), else ``loss/sub_1`` … ``loss/sub_M``."""
@@ -198,6 +227,7 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     # ---- check everything, write nothing: architecture, init weights, length ------------------------------------
     gcfg = resolve_generator_config(cfg.model, cfg.model_args, data)
     _grid_labels(cfg.samples, gcfg.num_classes)  # a bad samples.classes fails now, not at the first grid
+    weight = _position_weight(cfg.loss, gcfg)
     session.seed()  # the model is identical on every rank
     model = transformer_for(gcfg)  # official init (docs/design.md); the (t, h, w) RoPE for video
     init = load_generator_init(cfg.init, gcfg) if session.resume_from is None else None
@@ -207,6 +237,7 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     total, steps_per_epoch = run_length(run, data.stream.batches_per_epoch, accum, cfg.data.batch_size,
                                         ctx.world_size, where)
     model.to(device).train()
+    weight = None if weight is None else weight.to(device)
     ema = make_ema(model) if run.ema_decay is not None else None
     wrapped = fsdp.shard_generator(model) if cfg.parallel == "fsdp" else DDP(
         model, device_ids=[device] if device.type == "cuda" else None)
@@ -241,7 +272,7 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
             tokens, labels = data.next_batch(device)
             subs = factorize_indices(tokens.flatten(1), gcfg.factorized_bits)  # M × (B, N)
             with _sync(wrapped, last=i == accum - 1), step_ctx.autocast():
-                out = generator_loss(*forward(*subs, labels), *subs)
+                out = generator_loss(*forward(*subs, labels), *subs, weight=weight)
             scaler.scale(out.loss / accum).backward()
             sums += torch.stack([out.loss, *out.parts]).detach() / accum
         scaler.unscale_(opt)
