@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/open-magvit2 demo --output demo-output
 
-# Retrain the three demo models from scratch with the project's trainers (about 70 min of training), measure
+# Retrain the four demo models from scratch with the project's trainers (about 2 h of training), measure
 # them and install them as package data (src/open_magvit2/assets/demo).
 demo-models: install
 	$(PY) -m open_magvit2.demo.build --work build/demo-models

@@ -22,3 +22,12 @@ def _deterministic_cpu():
     """fp32 "highest" matmul precision, as the fixtures were generated (docs/design.md O-15)."""
     torch.set_float32_matmul_precision("highest")
     yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compile_caches():
+    """Each test module starts without the graphs ``torch.compile`` kept for earlier modules: their count per code
+    object is capped (``recompile_limit``, 8), and a decode step compiled for many tiny models across modules would
+    otherwise hit the cap in whichever module comes later."""
+    yield
+    torch._dynamo.reset()

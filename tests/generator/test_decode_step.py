@@ -11,6 +11,9 @@ from torch._dynamo.testing import CompileCounter
 from open_magvit2.generator import generate_tokens
 from open_magvit2.generator import sampling as sampling_module
 from open_magvit2.generator.kv_cache import KVCache
+from open_magvit2.generator.model import SAMPLING_DEFAULTS
+
+NO_SAMPLING_DEFAULTS = dict.fromkeys(SAMPLING_DEFAULTS)  # None each: the defaults for the sub-token count
 
 LABELS = torch.tensor([0, 3, 7])
 
@@ -120,7 +123,7 @@ def test_prefix_reads_give_the_masked_logits(make_small, bits):
     """The same tokens decoded through an eager state (filled prefix, no mask) and a fixed-shape one (whole cache
     through the mask): the same guided logits at every step and sub-token, up to float summation order (a few
     float32 ulps of logits of about ±30)."""
-    model = make_small(factorized_bits=bits, sample_cfg_scale=None, sample_temperature=None)
+    model = make_small(factorized_bits=bits, **NO_SAMPLING_DEFAULTS)
     m, n = model.config.sub_tokens, model.config.seq_len
     g = sampling_module.Guidance(2, (1.5,) * m, (True,) * m)
     labels = torch.tensor([1, 4, 5, 5])

@@ -20,8 +20,11 @@ from open_magvit2.generator import (
     generator_loss,
 )
 from open_magvit2.generator.api import infer_generator_config
+from open_magvit2.generator.model import SAMPLING_DEFAULTS
 from open_magvit2.quantize import factorize_indices, unfactorize_indices
 from open_magvit2.tokenizer import TokenizerConfig
+
+NO_SAMPLING_DEFAULTS = dict.fromkeys(SAMPLING_DEFAULTS)  # None each: the defaults for the sub-token count
 
 SPLITS = {1: (9,), 2: (4, 7), 3: (3, 5, 4), 4: (2, 3, 4, 3)}
 LABELS = torch.tensor([0, 3, 4])
@@ -39,7 +42,8 @@ def _transformer(seed: int = 0, **changes) -> GeneratorTransformer:
 
 def _model(m: int, seed: int = 0) -> GeneratorTransformer:
     """A random model of M sub-tokens (the bit split SPLITS[m]) with sampling defaults, one per sub-token."""
-    return _transformer(seed, factorized_bits=SPLITS[m], sample_cfg_scale=(1.5,) * m, sample_temperature=(1.0,) * m)
+    return _transformer(seed, factorized_bits=SPLITS[m], **{**NO_SAMPLING_DEFAULTS, "sample_cfg_scale": (1.5,) * m,
+                                                           "sample_temperature": (1.0,) * m})
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 4])
@@ -182,7 +186,7 @@ def test_bad_settings_for_m_sub_tokens():
         GeneratorConfig(factorized_bits=(6, 6, 6), sample_cfg_scale=(1.9, 2.0))
     with pytest.raises(ValueError, match=r"makes 6 sub-tokens but the intra transformer reads RoPE rows 0..M−1 of a "
                                          r"5-row table"):
-        _transformer(factorized_bits=(1,) * 6, grid_size=2, sample_cfg_scale=None, sample_temperature=None)
+        _transformer(factorized_bits=(1,) * 6, grid_size=2, **NO_SAMPLING_DEFAULTS)
     model = _model(3)
     for setting in ("cfg_scale", "temperature", "top_k", "top_p"):
         with pytest.raises(ValueError, match=rf"{setting} must be a number or 3 values, one per sub-token"):
@@ -208,7 +212,7 @@ def test_compile_keeps_a_graph_per_intra_position_beyond_the_recompile_limit():
     raises the limit while it compiles, so every step is compiled (10 graphs) and gives the eager tokens."""
     torch._dynamo.reset()
     counter = CompileCounter()
-    model = _transformer(factorized_bits=(1,) * 10, grid_size=3, sample_cfg_scale=None, sample_temperature=None)
+    model = _transformer(factorized_bits=(1,) * 10, grid_size=3, **NO_SAMPLING_DEFAULTS)
     a = generate_tokens(model, LABELS, cfg_scale=2.0, compile={"backend": counter},
                         generator=torch.Generator().manual_seed(0))
     assert counter.frame_count == 10 and torch._dynamo.config.recompile_limit == 8  # restored afterwards

@@ -11,9 +11,11 @@ from open_magvit2.cli.common import add_device_arg
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the bundled demo models end to end, offline: photo and clip reconstruction, digit samples",
-        description="Reconstruct a held-out photo and a clip with the bundled demo tokenizers and sample a 10 × 8 "
-        "grid of digits with the demo generator; everything goes to --output. Demo models: small models trained "
+        help="run the bundled demo models end to end, offline: photo and clip reconstruction, digit samples, "
+        "moving-digit clips",
+        description="Reconstruct a held-out photo and a clip with the bundled demo tokenizers, sample a 10 × 8 "
+        "grid of digits with the demo generator, and one moving-digit clip per digit plus a held-out first frame "
+        "continued with the demo video generator; everything goes to --output. Demo models: small models trained "
         "with this package's own trainers on data that ships with scikit-image and scikit-learn "
         "(docs/model_zoo.md), not the paper's models.",
     )

@@ -126,8 +126,10 @@ def _add_sampling(p: argparse.ArgumentParser, seed: int, batch_size: int = 50, w
     p.add_argument("--cfg", default=None,
                    help=f"CFG scale, {SAMPLING_HELP}; in [0, 1] = no guidance (default: the model's)")
     p.add_argument("--temperature", default=None, help=f"sampling temperature, {SAMPLING_HELP} (default: the model's)")
-    p.add_argument("--top-k", default="0", help=f"top-k filter, {SAMPLING_HELP}; 0 = off, 1 = greedy (default 0)")
-    p.add_argument("--top-p", default="1.0", help=f"nucleus filter, {SAMPLING_HELP}; 1.0 = off (default)")
+    p.add_argument("--top-k", default=None, help=f"top-k filter, {SAMPLING_HELP}; 0 = off, 1 = greedy (default: the "
+                   "model's, off unless its config says otherwise)")
+    p.add_argument("--top-p", default=None, help=f"nucleus filter, {SAMPLING_HELP}; 1.0 = off (default: the model's, "
+                   "off unless its config says otherwise)")
     p.add_argument("--seed", type=int, default=seed, help=f"global seed (default {seed})")
     p.add_argument("--batch-size", type=positive_int, default=batch_size,
                    help=f"{what} per forward batch (default {batch_size})")

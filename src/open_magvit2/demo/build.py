@@ -8,20 +8,20 @@ Steps (each one skips itself when its output exists, so an interrupted build res
 3. ``video``: the demo video tokenizer, inflated from it and fine-tuned (``configs/demo/video_tokenizer.yaml``);
 4. ``digits``: a small tokenizer for the digits (``configs/demo/digits_tokenizer.yaml``), the token set, and the
    class-conditional generator (``configs/demo/generator.yaml``);
-5. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
+5. ``video_digits``: the moving-digits video tokenizer, trained from scratch in two stages (single frames:
+   ``configs/demo/video_digits_tokenizer_frames.yaml``; then clips: ``configs/demo/video_digits_tokenizer.yaml``),
+   the token set of the training clips and the class-conditional video generator
+   (``configs/demo/video_generator.yaml``);
+6. ``install``: float16 copies into the package data (``src/open_magvit2/assets/demo``), measured on exactly
    those weights (``metrics.json``), and the loss curves of every run.
 
-``--steps video_digits`` (not in the default yet) trains the moving-digits video tokenizer from scratch in two
-stages (single frames: ``configs/demo/video_digits_tokenizer_frames.yaml``; then clips:
-``configs/demo/video_digits_tokenizer.yaml``), the token set of the training clips and the class-conditional
-video generator (``configs/demo/video_generator.yaml``); the generator does not reach its targets yet
-(docs/model_zoo.md, "Video generator"), so nothing of it is installed.
+Recipes that ask for bf16 train in float32 on a CPU without bf16 units (:func:`fast_bf16`), and say so.
 
 The recipes are package data (``open_magvit2/configs/demo``; ``configs/`` in a checkout links there). Run it from
 a checkout (``make demo-models``): the model card's pictures go to ``docs/model_zoo`` under the current folder.
 
 Usage: ``python -m open_magvit2.demo.build [--work build/demo-models] [--docs docs/model_zoo]
-[--steps data image video digits install]``; ``--steps bits32`` trains the 2^32-code digits models
+[--steps data image video digits video_digits install]``; ``--steps bits32`` trains the 2^32-code digits models
 (not installed).
 """
 
@@ -42,7 +42,7 @@ from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 from open_magvit2.demo.evaluate import SHIPPED
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # the demo recipes, package data
-STEPS = ("data", "image", "video", "digits", "install")
+STEPS = ("data", "image", "video", "digits", "video_digits", "install")
 DOCS = Path("docs") / "model_zoo"  # the model card's pictures, relative to the checkout the build runs in
 TILE = 64  # training crops of the image tokenizer (photo pixels, not resized)
 CLIP_SIZE, CLIP_FRAMES = 64, 17
@@ -313,15 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m open_magvit2.demo.build", description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("build") / "demo-models", help="data, runs and exports")
     ap.add_argument("--docs", type=Path, default=DOCS, help=f"where the curves and the demo picture go ({DOCS})")
-    ap.add_argument("--steps", nargs="+", choices=(*STEPS, "bits32", "video_digits"), default=list(STEPS),
-                    help="bits32 (not in the default): the 2^32-code digits tokenizer and generator, not installed; "
-                         "video_digits (not in the default): the moving-digits video tokenizer and generator")
+    ap.add_argument("--steps", nargs="+", choices=(*STEPS, "bits32"), default=list(STEPS),
+                    help="bits32 (not in the default): the 2^32-code digits tokenizer and generator, not installed")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     steps = {"data": prepare_data, "image": train_image, "video": train_video, "digits": train_digits,
              "video_digits": train_video_digits, "install": lambda work: install(work, docs=args.docs),
              "bits32": train_bits32}
-    for name in (*STEPS, "bits32", "video_digits"):
+    for name in (*STEPS, "bits32"):
         if name in args.steps:
             _log(f"step {name}")
             steps[name](args.work)

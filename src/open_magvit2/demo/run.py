@@ -4,7 +4,9 @@
    a side-by-side PNG and its PSNR, the token grid shape, the number of distinct codes and a picture of the tokens;
 2. the demo video tokenizer reconstructs a bundled clip (camera motion over that held-out photo): the
    reconstruction and a side-by-side mp4, and the PSNR;
-3. the demo generator samples 8 digits of each class 0–9: a 10 × 8 grid, one row per class.
+3. the demo generator samples 8 digits of each class 0–9: a 10 × 8 grid, one row per class;
+4. the demo video generator samples one moving-digit clip per class 0–9, side by side, and continues the first
+   frame of a held-out clip (image-to-video) next to the real clip: two mp4s.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def video_generator_part(out: Path, device: torch.device, seed: int = 0) -> dict
 
 
 def run_demo(out: str | Path = "demo-output", device: str | torch.device | None = None) -> dict[str, Path]:
-    """Run the three parts; write everything under ``out`` and return the paths."""
+    """Run the four parts; write everything under ``out`` and return the paths."""
     import importlib.util
 
     from open_magvit2.data.video_io import INSTALL_HINT
@@ -110,7 +112,8 @@ def run_demo(out: str | Path = "demo-output", device: str | torch.device | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = {**photo_part(out, dev), **video_part(out, dev), **generator_part(out, dev)}
+    paths = {**photo_part(out, dev), **video_part(out, dev), **generator_part(out, dev),
+             **video_generator_part(out, dev)}
     print(f"done in {time.perf_counter() - t0:.0f} s with the demo models (demo quality, not the paper's models); "
           f"wrote {len(paths)} files:")
     for name, p in paths.items():

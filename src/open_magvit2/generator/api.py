@@ -22,6 +22,7 @@ from open_magvit2.checkpoints.loading import Checkpoint, build_and_load, check_m
 from open_magvit2.checkpoints.official import tokenizer_weights
 from open_magvit2.generator.model import (
     GENERATOR_PRESETS,
+    SAMPLING_DEFAULTS,
     GeneratorConfig,
     VideoGeneratorConfig,
     check_labels,
@@ -109,8 +110,8 @@ class TokenGenerator(nn.Module):
         prefix: Tensor | None,
         cfg_scale: float | tuple[float, ...] | None,
         temperature: float | tuple[float, ...] | None,
-        top_k: int | tuple[int, ...],
-        top_p: float | tuple[float, ...],
+        top_k: int | tuple[int, ...] | None,
+        top_p: float | tuple[float, ...] | None,
         generator: torch.Generator | None,
         progress: bool,
         compile: bool | dict[str, Any],
@@ -125,8 +126,8 @@ class TokenGenerator(nn.Module):
             labels,
             cfg_scale=c.sample_cfg_scale if cfg_scale is None else cfg_scale,
             temperature=c.sample_temperature if temperature is None else temperature,
-            top_k=top_k,
-            top_p=top_p,
+            top_k=c.sample_top_k if top_k is None else top_k,
+            top_p=c.sample_top_p if top_p is None else top_p,
             generator=generator,
             progress=progress,
             compile=compile,
@@ -229,8 +230,8 @@ class ImageGenerator(TokenGenerator):
         labels: Tensor,
         cfg_scale: float | tuple[float, ...] | None = None,
         temperature: float | tuple[float, ...] | None = None,
-        top_k: int | tuple[int, ...] = 0,
-        top_p: float | tuple[float, ...] = 1.0,
+        top_k: int | tuple[int, ...] | None = None,
+        top_p: float | tuple[float, ...] | None = None,
         generator: torch.Generator | None = None,
         progress: bool = False,
         compile: bool | dict[str, Any] = False,
@@ -238,9 +239,10 @@ class ImageGenerator(TokenGenerator):
         """Sample full LFQ indices (B, h, w) int64 for labels (B,).
 
         Every setting is one number for all sub-tokens or one value per sub-token (a (pre, post) pair for the
-        released models); ``cfg_scale``/``temperature`` None take the model's defaults
-        (``config.sample_cfg_scale`` / ``sample_temperature``, docs/design.md O-31). A scale ≤ 1 means no guidance
-        for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are off; ``top_k=1`` is greedy.
+        released models); None takes the model's default (``config.sample_cfg_scale`` / ``sample_temperature`` /
+        ``sample_top_k`` / ``sample_top_p``; docs/design.md O-31; top-k and top-p are off unless the config says
+        otherwise). A scale ≤ 1 means no guidance for that sub-token (1.0 included). ``top_k=0`` / ``top_p=1.0`` are
+        off; ``top_k=1`` is greedy.
         ``generator``: a seeded ``torch.Generator``, best on the model's device (one on another device works and
         gives the same tokens everywhere, but syncs per draw). ``compile=True`` compiles the decode step once
         (``torch.compile``; CUDA graphs on a GPU), see :func:`~open_magvit2.generator.sampling.generate_tokens`.
@@ -341,7 +343,6 @@ def infer_generator_config(
     for preset in (GENERATOR_PRESETS[n] for n in ("B", "L", "XL")):
         if (preset.dim, preset.n_layers, preset.n_intra_layers) == (dim, fields["n_layers"], fields["n_intra_layers"]):
             m = len(fields["factorized_bits"])
-            fields.update(sample_cfg_scale=spread_over_sub_tokens(preset.sample_cfg_scale, m),
-                          sample_temperature=spread_over_sub_tokens(preset.sample_temperature, m))
+            fields.update({name: spread_over_sub_tokens(getattr(preset, name), m) for name in SAMPLING_DEFAULTS})
     fields.update(overrides)
     return GeneratorConfig.from_dict(fields)

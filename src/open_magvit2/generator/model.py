@@ -70,6 +70,8 @@ class GeneratorConfig:
     initializer_range: float = 0.02
     sample_cfg_scale: tuple[float, ...] | None = None  # None: (1.9, 2.0) spread over the sub-tokens
     sample_temperature: tuple[float, ...] | None = None  # None: 1.0 for every sub-token
+    sample_top_k: tuple[int, ...] | None = None  # None: 0 (off) for every sub-token
+    sample_top_p: tuple[float, ...] | None = None  # None: 1.0 (off) for every sub-token
     head_dim: int = field(init=False)
     seq_len: int = field(init=False)  # N = grid_size², tokens per image
 
@@ -77,9 +79,10 @@ class GeneratorConfig:
         set_ = object.__setattr__  # frozen dataclass: normalise fields and fill the derived ones once
         set_(self, "factorized_bits", _normalize_factorized_bits(self.factorized_bits))
         m = len(self.factorized_bits)
-        for name, default in (("sample_cfg_scale", (1.9, 2.0)), ("sample_temperature", (1.0, 1.0))):
+        for name, default in SAMPLING_DEFAULTS.items():
             value = getattr(self, name)
-            value = spread_over_sub_tokens(default, m) if value is None else tuple(float(v) for v in value)
+            kind = type(default[0])
+            value = spread_over_sub_tokens(default, m) if value is None else tuple(kind(v) for v in value)
             if len(value) != m:
                 raise ValueError(f"{name} has {len(value)} values but factorized_bits {self.factorized_bits} makes "
                                  f"{m} sub-tokens; give one value per sub-token")
@@ -127,6 +130,12 @@ class GeneratorConfig:
         if unknown:
             raise ValueError(f"unknown GeneratorConfig keys {sorted(unknown)}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+# the sampling defaults a config stores, one value per sub-token; None in a config takes these (a (pre, post)
+# pair spread over M sub-tokens by spread_over_sub_tokens); top-k 0 and top-p 1.0 are off
+SAMPLING_DEFAULTS: dict[str, tuple] = {"sample_cfg_scale": (1.9, 2.0), "sample_temperature": (1.0, 1.0),
+                                       "sample_top_k": (0, 0), "sample_top_p": (1.0, 1.0)}
 
 
 def spread_over_sub_tokens(values: tuple, m: int) -> tuple:

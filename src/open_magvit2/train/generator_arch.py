@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from open_magvit2.generator import GENERATOR_PRESETS, GeneratorConfig, VideoGeneratorConfig
-from open_magvit2.generator.model import spread_over_sub_tokens
+from open_magvit2.generator.model import SAMPLING_DEFAULTS, spread_over_sub_tokens
 from open_magvit2.quantize.codes import _normalize_factorized_bits
 from open_magvit2.train.config import with_model_args
 from open_magvit2.train.generator_data import TrainData
@@ -74,7 +74,7 @@ def resolve_generator_config(model: str, model_args: Mapping[str, Any], data: Tr
                              f"have {data.bits} bits; the sub-token bits must add up to the tokenizer's")
     args.setdefault("factorized_bits", _default_split(data.bits, preset, data.split))
     m = len(args["factorized_bits"])
-    for name in ("sample_cfg_scale", "sample_temperature"):
+    for name in SAMPLING_DEFAULTS:
         if name not in args and m != preset.sub_tokens:
             args[name] = spread_over_sub_tokens(getattr(preset, name), m)
     if "num_classes" in args and data.num_classes is not None and int(args["num_classes"]) != data.num_classes:
