@@ -162,10 +162,14 @@ def _sampling(args: argparse.Namespace) -> dict:
 
 def _per_sub_token_of(sampling: dict, gen: TokenGenerator) -> dict:
     """The settings as one value per sub-token of this model (a number applies to all; None stays the model's
-    default), before any sampling: what ``sample-fid`` records for its resume check."""
+    default for CFG and temperature and becomes the config's value for top-k and top-p, which sample-fid states
+    recorded as numbers before the config held them), before any sampling: what ``sample-fid`` records for its
+    resume check."""
     m, out = gen.config.sub_tokens, {}
     for name, flag in (("cfg_scale", "cfg"), ("temperature", "temperature"), ("top_k", "top-k"), ("top_p", "top-p")):
         value = sampling[name]
+        if value is None and name in ("top_k", "top_p"):
+            value = getattr(gen.config, f"sample_{name}")
         if isinstance(value, tuple) and len(value) != m:
             values = ",".join(f"{v:g}" for v in value)
             raise ValueError(f"--{flag} {values}: the model has {m} sub-tokens; give one number for all or {m} "

@@ -173,7 +173,8 @@ def _sample_grid(model: GeneratorTransformer, data: TrainData, cfg: GeneratorTra
     gen = torch.Generator(labels.device).manual_seed(cfg.samples.seed)  # fixed noise; training RNG untouched
     with fsdp.gathered(model):
         out = generate_tokens(model, labels, cfg_scale=cfg.samples.cfg_scale or c.sample_cfg_scale,
-                              temperature=c.sample_temperature, generator=gen)
+                              temperature=c.sample_temperature, top_k=c.sample_top_k, top_p=c.sample_top_p,
+                              generator=gen)
     if not ctx.is_main:
         return
     idx = unfactorize_indices(out.tokens, c.factorized_bits)
