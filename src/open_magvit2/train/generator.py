@@ -191,7 +191,7 @@ def _sample_grid(model: GeneratorTransformer, data: TrainData, cfg: GeneratorTra
     save_image(image_grid(list(to_uint8(images)), columns=cfg.samples.per_class), path)
 
 
-def _position_weight(loss: GeneratorLossConfig, gcfg: Any) -> torch.Tensor | None:
+def _position_weight(loss: GeneratorLossConfig, gcfg: Any, device: torch.device) -> torch.Tensor | None:
     """The per-position loss weight of ``loss.first_frame_weight`` (None for the plain mean)."""
     if loss.first_frame_weight == 1.0:
         return None
@@ -199,7 +199,7 @@ def _position_weight(loss: GeneratorLossConfig, gcfg: Any) -> torch.Tensor | Non
         raise ValueError("loss.first_frame_weight weighs a video generator's first latent frame; this token set "
                          "holds images: drop it from the recipe")
     t, h, w = gcfg.grid
-    weight = torch.ones(t * h * w)
+    weight = torch.ones(t * h * w, device=device)
     weight[: h * w] = loss.first_frame_weight
     return weight
 
@@ -228,7 +228,7 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     # ---- check everything, write nothing: architecture, init weights, length ------------------------------------
     gcfg = resolve_generator_config(cfg.model, cfg.model_args, data)
     _grid_labels(cfg.samples, gcfg.num_classes)  # a bad samples.classes fails now, not at the first grid
-    weight = _position_weight(cfg.loss, gcfg)
+    weight = _position_weight(cfg.loss, gcfg, device)
     session.seed()  # the model is identical on every rank
     model = transformer_for(gcfg)  # official init (docs/design.md); the (t, h, w) RoPE for video
     init = load_generator_init(cfg.init, gcfg) if session.resume_from is None else None
@@ -238,7 +238,6 @@ def _train(cfg: GeneratorTrainConfig, data: TrainData, where: str, session: Trai
     total, steps_per_epoch = run_length(run, data.stream.batches_per_epoch, accum, cfg.data.batch_size,
                                         ctx.world_size, where)
     model.to(device).train()
-    weight = None if weight is None else weight.to(device)
     ema = make_ema(model) if run.ema_decay is not None else None
     wrapped = fsdp.shard_generator(model) if cfg.parallel == "fsdp" else DDP(
         model, device_ids=[device] if device.type == "cuda" else None)
