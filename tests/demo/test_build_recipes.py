@@ -11,7 +11,8 @@ from open_magvit2.train.tokenizer import TokenizerTrainConfig
 
 
 @pytest.mark.parametrize("cls, name", [(GeneratorTrainConfig, "video_generator.yaml"),
-                                       (TokenizerTrainConfig, "video_digits_tokenizer.yaml")])
+                                       (TokenizerTrainConfig, "video_digits_tokenizer.yaml"),
+                                       (TokenizerTrainConfig, "video_tokenizer.yaml")])
 def test_bf16_recipes_fall_back_to_float32_only_without_bf16_units(cls, name, monkeypatch, capsys):
     monkeypatch.setattr(build, "fast_bf16", lambda: True)
     assert build._recipe(cls, build.CONFIGS / name).run.precision == "bf16"
@@ -30,3 +31,31 @@ def test_float32_recipes_stay_float32(monkeypatch, capsys):
 
 def test_fast_bf16_is_a_bool():
     assert isinstance(build.fast_bf16(), bool)
+
+
+def test_data_folders_appear_only_once_complete(tmp_path):
+    out = tmp_path / "clips"
+
+    def fails(tmp):
+        (tmp / "0").mkdir(parents=True)
+        (tmp / "0" / "a.mp4").write_bytes(b"x")
+        raise KeyboardInterrupt  # a build stopped half-way
+
+    with pytest.raises(KeyboardInterrupt):
+        build._write_folder(out, fails)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its half-written copy
+
+    (tmp_path / "clips.partial").mkdir()  # left by a killed build: started over
+    (tmp_path / "clips.partial" / "stale").write_bytes(b"x")
+    build._write_folder(out, lambda tmp: (tmp / "0").mkdir(parents=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"] and [p.name for p in out.iterdir()] == ["0"]
+
+
+def test_the_generator_token_set_starts_with_the_tokenizer_clips():
+    from open_magvit2.demo import data
+
+    n = len(data.split_digits("train"))
+    more = data.moving_digit_motions("train", build.GENERATOR_CLIPS_PER_DIGIT * n)
+    assert more[:n] == data.moving_digit_motions("train")  # the tokenizer's clips, then new ones
+    assert [m.digit for m in more[n:]] == [m.digit for m in more[:n]]  # the same digits again
+    assert sum(a != b for a, b in zip(more[:n], more[n:])) > 0.95 * n  # other heights, positions or motions

@@ -31,6 +31,7 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ DOCS = Path("docs") / "model_zoo"  # the model card's pictures, relative to the 
 TILE = 64  # training crops of the image tokenizer (photo pixels, not resized)
 CLIP_SIZE, CLIP_FRAMES = 64, 17
 MOTION_SIZE, MOTION_SPEED = 32, 8.0  # the video tokenizer's training clips: 32 × 32, pans of 0..8 px/frame
+# the video generator's token set: clips per training digit (one is the tokenizer's clip; with one the generator
+# over-fits, docs/model_zoo.md "Video generator")
+GENERATOR_CLIPS_PER_DIGIT = 2
 DIGIT_SIZE = 32
 
 
@@ -56,12 +60,13 @@ def _log(msg: str) -> None:
 
 def prepare_data(work: Path) -> None:
     if not (work / "data" / "photos").is_dir():
-        data.write_photo_tiles(work / "data" / "photos", tile=TILE)
+        _write_folder(work / "data" / "photos", lambda tmp: data.write_photo_tiles(tmp, tile=TILE))
     if not (work / "data" / "motion_clips").is_dir():
-        data.write_clips(work / "data" / "motion_clips", data.TRAIN_PHOTOS, per_photo=24, frames=CLIP_FRAMES,
-                         size=MOTION_SIZE, max_speed_px=MOTION_SPEED)
+        _write_folder(work / "data" / "motion_clips",
+                      lambda tmp: data.write_clips(tmp, data.TRAIN_PHOTOS, per_photo=24, frames=CLIP_FRAMES,
+                                                   size=MOTION_SIZE, max_speed_px=MOTION_SPEED))
     if not (work / "data" / "digits").is_dir():
-        data.write_digits_folder(work / "data" / "digits", size=DIGIT_SIZE)
+        _write_folder(work / "data" / "digits", lambda tmp: data.write_digits_folder(tmp, size=DIGIT_SIZE))
     samples = work / "data" / "samples"
     if not samples.is_dir():
         from PIL import Image
@@ -72,6 +77,20 @@ def prepare_data(work: Path) -> None:
         Image.fromarray(data.load_photo("chelsea")).save(samples / DEMO_PHOTO)
         write_video(samples / DEMO_CLIP, data.demo_clip("coffee", frames=CLIP_FRAMES, size=CLIP_SIZE * 2), fps=8,
                     crf=10)
+
+
+def _write_folder(out: Path, write: Callable[[Path], Any]) -> Path:
+    """``write(tmp)`` into a sibling temporary folder, renamed to ``out`` once complete: a build killed half-way
+    leaves no folder that the next build would take for finished."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    tmp.rename(out)
+    return out
 
 
 def fast_bf16() -> bool:
@@ -127,7 +146,7 @@ def train_video_digits_tokenizer(work: Path) -> Path:
     then clips (``configs/demo/video_digits_tokenizer.yaml``: motion, from the first stage's weights)."""
     clips = work / "data" / "moving_digits"
     if not clips.is_dir():
-        data.write_moving_digits(clips, "train")
+        _write_folder(clips, lambda tmp: data.write_moving_digits(tmp, "train"))
     frames = _train_tokenizer(CONFIGS / "video_digits_tokenizer_frames.yaml", clips,
                               work / "runs" / "video_digits_frames", work / "export" / "video_digits_frames")
     return _train_tokenizer(CONFIGS / "video_digits_tokenizer.yaml", clips, work / "runs" / "video_digits_tokenizer",
@@ -136,14 +155,18 @@ def train_video_digits_tokenizer(work: Path) -> Path:
 
 def train_video_digits(work: Path) -> Path:
     """The moving-digits video generator: its own tokenizer (:func:`train_video_digits_tokenizer`), the token set
-    of the same training clips (one per training digit), and the class-conditional video generator
+    of ``GENERATOR_CLIPS_PER_DIGIT`` clips per training digit (the tokenizer's clip first, then clips of the same
+    digits at other heights, positions and motions), and the class-conditional video generator
     (``configs/demo/video_generator.yaml``)."""
     from open_magvit2.data.pretokenize import tokenize_dataset
     from open_magvit2.train.export import export_run
     from open_magvit2.train.generator import GeneratorTrainConfig, train_generator
 
     tok = train_video_digits_tokenizer(work)
-    clips = work / "data" / "moving_digits"
+    clips = work / "data" / f"moving_digits_x{GENERATOR_CLIPS_PER_DIGIT}"
+    if not clips.is_dir():
+        n = GENERATOR_CLIPS_PER_DIGIT * len(data.split_digits("train"))
+        _write_folder(clips, lambda tmp: data.write_moving_digits(tmp, "train", num_clips=n))
     tokens = work / "data" / "video_digit_tokens"
     if not (tokens / "index.json").is_file():
         tokenize_dataset(tok, clips, data.MOVING_CANVAS, tokens, batch_size=16, num_workers=0,
