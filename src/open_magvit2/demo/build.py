@@ -167,7 +167,7 @@ def train_video_digits(work: Path) -> Path:
     if not clips.is_dir():
         n = GENERATOR_CLIPS_PER_DIGIT * len(data.split_digits("train"))
         _write_folder(clips, lambda tmp: data.write_moving_digits(tmp, "train", num_clips=n))
-    tokens = work / "data" / "video_digit_tokens"
+    tokens = work / "data" / f"video_digit_tokens_x{GENERATOR_CLIPS_PER_DIGIT}"
     if not (tokens / "index.json").is_file():
         tokenize_dataset(tok, clips, data.MOVING_CANVAS, tokens, batch_size=16, num_workers=0,
                          frames=data.MOVING_FRAMES)
