@@ -48,3 +48,30 @@ def test_output_checks_fail_before_any_work(tmp_path):
         check_output_file(tmp_path / "f" / "out.npy")
     with pytest.raises(IsADirectoryError, match="existing folder"):
         check_output_file(tmp_path)
+
+
+def test_atomic_write_dir_leaves_nothing_half_written(tmp_path):
+    from open_magvit2.fileio import atomic_write_dir
+
+    out = tmp_path / "clips"
+
+    def fails(tmp):
+        (tmp / "0").mkdir()
+        (tmp / "0" / "a.mp4").write_bytes(b"x")
+        raise KeyboardInterrupt  # a build stopped half-way
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_dir(out, fails)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its half-written copy
+
+    (tmp_path / ".clips.partial").mkdir()  # left by a killed writer: started over
+    (tmp_path / ".clips.partial" / "stale").write_bytes(b"x")
+    atomic_write_dir(out, lambda tmp: (tmp / "0").mkdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"] and [p.name for p in out.iterdir()] == ["0"]
+
+    (tmp_path / "empty").mkdir()  # an empty folder is replaced; a full one is not
+    atomic_write_dir(tmp_path / "empty", lambda tmp: (tmp / "x").write_bytes(b"1"))
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == ["x"]
+    with pytest.raises(OSError):
+        atomic_write_dir(out, lambda tmp: (tmp / "1").mkdir())
+    assert [p.name for p in out.iterdir()] == ["0"] and not (tmp_path / ".clips.partial").exists()

@@ -1,13 +1,15 @@
 """Files in and out: atomic writes, input lists from files/folders/globs, and output checks made before any work.
 
 Every checkpoint, state file, report, image and token file goes through :func:`atomic_write`, so an interrupted or
-failed write (a full disk, a kill) never leaves a half-written file under the final name.
+failed write (a full disk, a kill) never leaves a half-written file under the final name; folders written as a
+whole (exports, the demo build's data) go through :func:`atomic_write_dir`.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +46,27 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_dir(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on an empty temporary folder beside ``path``, then rename it to ``path``, which must not
+    exist or be an empty folder: a crash or an exception mid-write never leaves a half-written ``path``, and the
+    temporary folder is removed (one left by a killed writer, ``.<name>.partial``, is cleared first). Parent
+    folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        write(tmp)
+        if path.is_dir():
+            path.rmdir()  # empty, or this raises and nothing is replaced
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 

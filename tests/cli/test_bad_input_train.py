@@ -182,7 +182,7 @@ def _left(env: SimpleNamespace) -> list[str]:
     """What a failed command left: the output, or a temporary sibling of any run or export."""
     d = Path(env.d)
     out = Path(env.out)
-    stray = [p.name for p in d.iterdir() if p.name.startswith(".") and ".tmp-" in p.name]
+    stray = [p.name for p in d.iterdir() if p.name.startswith(".") and (".tmp-" in p.name or p.suffix == ".partial")]
     return [str(p) for p in (out, Path(f"{out}.txt"), Path(f"{out}.png")) if p.exists()] + stray
 
 

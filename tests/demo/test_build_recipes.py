@@ -33,24 +33,6 @@ def test_fast_bf16_is_a_bool():
     assert isinstance(build.fast_bf16(), bool)
 
 
-def test_data_folders_appear_only_once_complete(tmp_path):
-    out = tmp_path / "clips"
-
-    def fails(tmp):
-        (tmp / "0").mkdir(parents=True)
-        (tmp / "0" / "a.mp4").write_bytes(b"x")
-        raise KeyboardInterrupt  # a build stopped half-way
-
-    with pytest.raises(KeyboardInterrupt):
-        build._write_folder(out, fails)
-    assert list(tmp_path.iterdir()) == []  # neither the folder nor its half-written copy
-
-    (tmp_path / "clips.partial").mkdir()  # left by a killed build: started over
-    (tmp_path / "clips.partial" / "stale").write_bytes(b"x")
-    build._write_folder(out, lambda tmp: (tmp / "0").mkdir(parents=True))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips"] and [p.name for p in out.iterdir()] == ["0"]
-
-
 def test_the_generator_token_set_starts_with_the_tokenizer_clips():
     from open_magvit2.demo import data
 

@@ -31,7 +31,6 @@ import argparse
 import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from open_magvit2.checkpoints.hub import DEMO_ROOT, load_pretrained_dir, save_pr
 from open_magvit2.demo import data
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 from open_magvit2.demo.evaluate import SHIPPED
+from open_magvit2.fileio import atomic_write_dir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"  # the demo recipes, package data
 STEPS = ("data", "image", "video", "digits", "video_digits", "install")
@@ -60,13 +60,13 @@ def _log(msg: str) -> None:
 
 def prepare_data(work: Path) -> None:
     if not (work / "data" / "photos").is_dir():
-        _write_folder(work / "data" / "photos", lambda tmp: data.write_photo_tiles(tmp, tile=TILE))
+        atomic_write_dir(work / "data" / "photos", lambda tmp: data.write_photo_tiles(tmp, tile=TILE))
     if not (work / "data" / "motion_clips").is_dir():
-        _write_folder(work / "data" / "motion_clips",
+        atomic_write_dir(work / "data" / "motion_clips",
                       lambda tmp: data.write_clips(tmp, data.TRAIN_PHOTOS, per_photo=24, frames=CLIP_FRAMES,
                                                    size=MOTION_SIZE, max_speed_px=MOTION_SPEED))
     if not (work / "data" / "digits").is_dir():
-        _write_folder(work / "data" / "digits", lambda tmp: data.write_digits_folder(tmp, size=DIGIT_SIZE))
+        atomic_write_dir(work / "data" / "digits", lambda tmp: data.write_digits_folder(tmp, size=DIGIT_SIZE))
     samples = work / "data" / "samples"
     if not samples.is_dir():
         from PIL import Image
@@ -77,20 +77,6 @@ def prepare_data(work: Path) -> None:
         Image.fromarray(data.load_photo("chelsea")).save(samples / DEMO_PHOTO)
         write_video(samples / DEMO_CLIP, data.demo_clip("coffee", frames=CLIP_FRAMES, size=CLIP_SIZE * 2), fps=8,
                     crf=10)
-
-
-def _write_folder(out: Path, write: Callable[[Path], Any]) -> Path:
-    """``write(tmp)`` into a sibling temporary folder, renamed to ``out`` once complete: a build killed half-way
-    leaves no folder that the next build would take for finished."""
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    tmp.rename(out)
-    return out
 
 
 def fast_bf16() -> bool:
@@ -146,7 +132,7 @@ def train_video_digits_tokenizer(work: Path) -> Path:
     then clips (``configs/demo/video_digits_tokenizer.yaml``: motion, from the first stage's weights)."""
     clips = work / "data" / "moving_digits"
     if not clips.is_dir():
-        _write_folder(clips, lambda tmp: data.write_moving_digits(tmp, "train"))
+        atomic_write_dir(clips, lambda tmp: data.write_moving_digits(tmp, "train"))
     frames = _train_tokenizer(CONFIGS / "video_digits_tokenizer_frames.yaml", clips,
                               work / "runs" / "video_digits_frames", work / "export" / "video_digits_frames")
     return _train_tokenizer(CONFIGS / "video_digits_tokenizer.yaml", clips, work / "runs" / "video_digits_tokenizer",
@@ -166,7 +152,7 @@ def train_video_digits(work: Path) -> Path:
     clips = work / "data" / f"moving_digits_x{GENERATOR_CLIPS_PER_DIGIT}"
     if not clips.is_dir():
         n = GENERATOR_CLIPS_PER_DIGIT * len(data.split_digits("train"))
-        _write_folder(clips, lambda tmp: data.write_moving_digits(tmp, "train", num_clips=n))
+        atomic_write_dir(clips, lambda tmp: data.write_moving_digits(tmp, "train", num_clips=n))
     tokens = work / "data" / f"video_digit_tokens_x{GENERATOR_CLIPS_PER_DIGIT}"
     if not (tokens / "index.json").is_file():
         tokenize_dataset(tok, clips, data.MOVING_CANVAS, tokens, batch_size=16, num_workers=0,

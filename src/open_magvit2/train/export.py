@@ -9,7 +9,6 @@ so. The folder is written under a temporary name and renamed into place, and pro
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from open_magvit2.checkpoints.hub import CONFIG_NAME, load_pretrained_dir, save_pretrained_dir
-from open_magvit2.fileio import check_output_dir
+from open_magvit2.fileio import atomic_write_dir, check_output_dir
 from open_magvit2.generator.api import CLASSES_NAME
 from open_magvit2.generator.model import config_from_dict
 from open_magvit2.generator.video import generator_class
@@ -72,14 +71,9 @@ def export_run(run_or_checkpoint: str | Path, out: str | Path, weights: Weights 
     meta = {"source": str(loaded.path), "step": loaded.state["step"], "weights": which}
     parent = out.absolute().parent
     made = [p for p in (parent, *parent.parents) if not p.exists()]
-    tmp = parent / f".{out.name}.tmp-{os.getpid()}"
     try:
-        EXPORTERS[kind](sd, loaded, tmp, meta)
-        if out.is_dir():
-            out.rmdir()  # empty, checked above
-        os.replace(tmp, out)
+        atomic_write_dir(out, lambda tmp: EXPORTERS[kind](sd, loaded, tmp, meta))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         for p in made:  # the folders this export created, innermost first
             if p.is_dir() and not any(p.iterdir()):
                 p.rmdir()
