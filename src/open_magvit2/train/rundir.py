@@ -19,14 +19,13 @@ the mistake and rerunning the same command just works. Only rank 0 writes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from open_magvit2.data.tokens import TOKENIZER_DIR
-from open_magvit2.fileio import atomic_write, check_output_dir
+from open_magvit2.fileio import atomic_write, atomic_write_dir, check_output_dir
 from open_magvit2.train.checkpoint import list_checkpoints
 from open_magvit2.train.config import dump_yaml
 from open_magvit2.train.metrics import METRICS_NAME
@@ -99,21 +98,12 @@ class RunDir:
     def create(self, config: Mapping[str, Any], writers: Sequence[Callable[[Path], Any]] = ()) -> None:
         """Write ``config.yaml``, then call each of ``writers`` with a temporary sibling directory, then rename it
         into place (an existing empty directory is replaced): the run directory appears complete or not at all."""
-        parent = self.root.absolute().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{self.root.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        def write(tmp: Path) -> None:
             (tmp / RUN_CONFIG).write_text(dump_yaml(config))
-            for write in writers:
-                write(tmp)
-            if self.root.is_dir():
-                self.root.rmdir()  # empty (check_fresh): replaced by the complete one
-            os.replace(tmp, self.root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            for w in writers:
+                w(tmp)
+
+        atomic_write_dir(self.root, write)
 
     def update_config(self, config: Mapping[str, Any]) -> None:
         """On a resume with allowed changes: the stored recipe becomes the one now in force."""
