@@ -93,6 +93,8 @@ CASES = [
     ("tok-seed-negative", TOK + " --seed -1", r"run\.seed must be >= 0, got -1"),
     ("tok-workers-negative", TOK + " --set data.num_workers=-1", r"data\.num_workers must be >= 0, got -1"),
     ("tok-lr-nan", TOK + " --set optim.lr=nan", r"optim\.lr must be a finite number"),
+    ("tok-freeze-typo", TOK + " --set freeze=[encodr]", r"freeze names parts of the tokenizer, one of "),
+    ("tok-freeze-all", TOK + " --set freeze=[encoder,decoder]", r"nothing would train"),
     ("tok-max-steps-0", TOK.replace("--max-steps 1", "--max-steps 0"), r"run\.max_steps must be >= 1"),
     ("tok-unknown-preset", TOK + " --set model=imagenet_64", r"unknown tokenizer preset 'imagenet_64'"),
     ("tok-unknown-key", TOK + " --set optim.lrr=1", r"unknown config key optim\.lrr; optim has: lr, "),

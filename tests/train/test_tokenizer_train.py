@@ -181,6 +181,37 @@ def test_single_frames_keep_zeroed_past_taps_then_clips_grow_them(tmp_path):
     assert max(grown) <= 1.1e-3 and sum(g > 1e-6 for g in grown) > len(grown) // 2
 
 
+def test_frozen_encoder_stays_bitwise_and_resumes_exactly(tmp_path):
+    """``freeze: [encoder]``: from a checkpoint, two steps at lr 1e-3 leave every encoder weight (raw and EMA)
+    bitwise as loaded while the decoder trains, and 1 + 1 resumed steps equal 2 uninterrupted ones bitwise."""
+    clips = pan_clips(tmp_path / "clips")
+    start = tmp_path / "start"
+    assert train(TINY_VIDEO, clips, start, "--max-steps", "1") == 0
+    init = exported(start, tmp_path / "start_out", weights="raw")
+    common = ["--set", "optim.lr=1e-3", "--set", f"init.checkpoint={tmp_path / 'start_out'}", "--set",
+              "freeze=[encoder]", "--save-every", "1"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train(TINY_VIDEO, clips, whole, "--max-steps", "2", *common) == 0
+    assert train(TINY_VIDEO, clips, parts, "--max-steps", "1", *common) == 0
+    assert train(TINY_VIDEO, clips, parts, "--max-steps", "2", "--resume", "auto", *common) == 0
+    for weights in ("raw", "ema"):
+        got = exported(whole, tmp_path / f"whole_{weights}", weights=weights)
+        resumed = exported(parts, tmp_path / f"parts_{weights}", weights=weights)
+        assert got.keys() == init.keys() == resumed.keys()
+        assert all(torch.equal(got[k], resumed[k]) for k in got)
+        enc = [k for k in got if k.startswith("encoder.")]
+        dec = [k for k in got if k.startswith("decoder.") and got[k].is_floating_point()]
+        assert len(enc) > 20 and all(torch.equal(got[k], init[k]) for k in enc)
+        assert sum(not torch.equal(got[k], init[k]) for k in dec) > len(dec) // 2
+
+
+def test_freeze_names_a_part(tmp_path):
+    base = load_recipe(TokenizerTrainConfig, TINY_VIDEO).__dict__
+    for bad, words in ((("encodr",), "one of ['encoder', 'decoder']"), (("encoder", "decoder"), "nothing would train")):
+        with pytest.raises(ValueError, match=words.replace("[", r"\[")):
+            TokenizerTrainConfig(**{**base, "freeze": bad})
+
+
 def test_lpips_path(tmp_path, photos):
     from open_magvit2.eval.backbones import write_random_backbones
 

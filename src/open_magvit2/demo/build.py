@@ -47,7 +47,8 @@ STEPS = ("data", "image", "video", "digits", "video_digits", "install")
 DOCS = Path("docs") / "model_zoo"  # the model card's pictures, relative to the checkout the build runs in
 TILE = 64  # training crops of the image tokenizer (photo pixels, not resized)
 CLIP_SIZE, CLIP_FRAMES = 64, 17
-MOTION_SIZE, MOTION_SPEED = 32, 8.0  # the video tokenizer's training clips: 32 × 32, pans of 0..8 px/frame
+MOTION_SIZE, MOTION_SPEED = 64, 8.0  # the video tokenizer's training clips: 64 × 64, pans of 0..8 px/frame
+MOTION_CLIPS = f"motion_clips{MOTION_SIZE}"  # named by size: an older build's clips of another size are not reused
 # the video generator's token set: clips per training digit (one is the tokenizer's clip; with one the generator
 # over-fits, docs/model_zoo.md "Video generator")
 GENERATOR_CLIPS_PER_DIGIT = 2
@@ -61,8 +62,8 @@ def _log(msg: str) -> None:
 def prepare_data(work: Path) -> None:
     if not (work / "data" / "photos").is_dir():
         atomic_write_dir(work / "data" / "photos", lambda tmp: data.write_photo_tiles(tmp, tile=TILE))
-    if not (work / "data" / "motion_clips").is_dir():
-        atomic_write_dir(work / "data" / "motion_clips",
+    if not (work / "data" / MOTION_CLIPS).is_dir():
+        atomic_write_dir(work / "data" / MOTION_CLIPS,
                       lambda tmp: data.write_clips(tmp, data.TRAIN_PHOTOS, per_photo=24, frames=CLIP_FRAMES,
                                                    size=MOTION_SIZE, max_speed_px=MOTION_SPEED))
     if not (work / "data" / "digits").is_dir():
@@ -120,7 +121,7 @@ def train_image(work: Path) -> Path:
 
 
 def train_video(work: Path) -> Path:
-    return _train_tokenizer(CONFIGS / "video_tokenizer.yaml", work / "data" / "motion_clips", work / "runs" / "video",
+    return _train_tokenizer(CONFIGS / "video_tokenizer.yaml", work / "data" / MOTION_CLIPS, work / "runs" / "video",
                             work / "export" / "video_tokenizer",
                             (f"init.inflate_from={work / 'export' / 'image_tokenizer'}",))
 

@@ -68,6 +68,9 @@ class TokenizerDataConfig:
             raise ValueError(f"data.fps must be > 0 or null, got {self.fps}")
 
 
+FREEZABLE = ("encoder", "decoder")  # the tokenizer parts with weights (the LFQ has none)
+
+
 @dataclass(frozen=True)
 class TokenizerTrainConfig:
     """A tokenizer training recipe (``configs/tokenizer/*.yaml``)."""
@@ -80,6 +83,21 @@ class TokenizerTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # parts whose weights stay as initialised (no gradient, no optimiser state): [encoder] fine-tunes the decoder
+    # alone, e.g. an inflated video tokenizer whose latent frames keep coding the key frames as the image tokenizer
+    # did (docs/training.md, "Freezing a part")
+    freeze: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "freeze", tuple(self.freeze))
+        bad = sorted(set(self.freeze) - set(FREEZABLE))
+        if bad:
+            raise ValueError(f"freeze names parts of the tokenizer, one of {list(FREEZABLE)}; got {bad}")
+        if set(self.freeze) == set(FREEZABLE):
+            raise ValueError(f"freeze lists every part {list(FREEZABLE)}: nothing would train; freeze at most one")
+        if "decoder" in self.freeze and self.loss.gen_loss_weight is None:
+            raise ValueError("freeze: [decoder] with loss.gen_loss_weight null: the adaptive GAN weight needs the "
+                             "decoder's gradients; set loss.gen_loss_weight to a number")
 
     def tokenizer_config(self) -> TokenizerConfig:
         return with_model_args(tokenizer_config(self.model), self.model_args)
@@ -179,7 +197,7 @@ def make_parts(tokenizer: nn.Module, loss: TokenizerLoss, optim: OptimConfig, *,
     return TokenizerParts(
         tokenizer, loss, DDP(tokenizer, device_ids=ids), DDP(loss.discriminator, device_ids=ids),
         make_ema(tokenizer) if ema else None,
-        adam(tokenizer.parameters(), optim, optim.lr),
+        adam((p for p in tokenizer.parameters() if p.requires_grad), optim, optim.lr),
         adam(loss.discriminator.parameters(), optim, optim.disc_lr or optim.lr),
         scaler,
     )
@@ -266,6 +284,8 @@ def _run(cfg: TokenizerTrainConfig, data: str | Path, session: TrainSession, str
             loss.discriminator.load_state_dict(init_disc, strict=True)
         if cfg.init.zero_past_taps:
             zero_past_taps(tokenizer)
+    for part in cfg.freeze:
+        getattr(tokenizer, part).requires_grad_(False)
     _check_data_shape(cfg, tokenizer, loss)
     accum = cfg.optim.grad_accum
     total, steps_per_epoch = run_length(run, stream.batches_per_epoch, accum, cfg.data.batch_size, ctx.world_size,
