@@ -1,0 +1,51 @@
+"""Keep freed CPU memory for reuse instead of returning it to the system on every free (glibc ``mallopt``).
+
+glibc's malloc serves a block larger than its mmap threshold (at most 32 MiB by default) with a fresh ``mmap``
+and unmaps it on ``free``. A video tensor of a batch is often larger (16 clips × 32 channels × 17 × 64 × 64 float32
+is 142 MiB), so every such activation is mapped, zero-filled page by page by the kernel, and unmapped again:
+measured on the 2-core machine, encoding the demo moving-digit clips spent a quarter of its CPU time in the kernel
+(23,000 page faults per clip). With the threshold at 1 GiB and the heap's trim threshold as high, the freed blocks
+are reused: 0.144 → 0.099 s per clip, the same tokens (``benchmarks/bench_cpu_memory.py``, BENCHMARKS.md).
+
+The cost: a process keeps the memory of its peak until it exits instead of shrinking after it. The commands
+(``open-magvit2 …``) and ``make demo-models`` set it when they start; the library does not (an application that
+imports it keeps its allocator as it is) and may call :func:`keep_freed_memory` itself.
+``OPEN_MAGVIT2_CPU_MEMORY=default`` leaves glibc's defaults. Elsewhere (macOS, Windows, musl) nothing changes.
+No library does this (PyTorch's CPU allocator is plain malloc; jemalloc or tcmalloc would need ``LD_PRELOAD``
+before the interpreter starts), hence the few lines here (docs/design.md, "Hand-written").
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+THRESHOLD_BYTES = 1 << 30
+
+_state: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds to 1 GiB for this process (once). Returns whether they are set:
+    False off glibc or with ``OPEN_MAGVIT2_CPU_MEMORY=default``."""
+    global _state
+    if _state is None:
+        _state = _set_thresholds()
+    return _state
+
+
+def _set_thresholds() -> bool:
+    choice = os.environ.get("OPEN_MAGVIT2_CPU_MEMORY", "keep")
+    if choice not in ("keep", "default"):
+        raise ValueError(f"OPEN_MAGVIT2_CPU_MEMORY must be keep or default, got {choice!r}")
+    if choice == "default" or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, THRESHOLD_BYTES)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES))

@@ -1,0 +1,50 @@
+"""cpu_memory.keep_freed_memory: a large freed tensor's memory is reused (no new page faults), the commands set
+it, the environment switch turns it off, and a bad value is a one-line error."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                                reason="the thresholds are glibc's")
+
+# Page faults while a 128 MiB tensor is allocated, written and freed, a second time (the first warms up).
+FAULTS = """
+import resource, sys, torch
+from open_magvit2.cpu_memory import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def cycle():
+    x = torch.empty(32 * 2**20); x.fill_(1.0); del x
+cycle()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+cycle()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_freed_large_tensor_is_reused_without_page_faults():
+    plain = int(_python(FAULTS, "plain").stdout)
+    kept = int(_python(FAULTS, "keep").stdout)
+    assert plain > 20_000  # 128 MiB = 32,768 pages of 4 KiB, each faulted in again
+    assert kept < 1_000, kept
+
+
+def test_the_commands_set_it_and_the_switch_leaves_the_defaults():
+    code = ("from open_magvit2.cli import main; from open_magvit2 import cpu_memory; "
+            "main(['plot-run', 'no-such-run']); print(cpu_memory._state)")
+    assert _python(code).stdout.strip().splitlines()[-1] == "True"
+    assert _python(code, env={"OPEN_MAGVIT2_CPU_MEMORY": "default"}).stdout.strip().splitlines()[-1] == "False"
+    bad = _python(code, env={"OPEN_MAGVIT2_CPU_MEMORY": "fast"})
+    assert bad.stderr.strip() == ("open-magvit2 plot-run: error: OPEN_MAGVIT2_CPU_MEMORY must be keep or default, "
+                                  "got 'fast'")
