@@ -16,7 +16,7 @@ ROOT = "open_magvit2"
 
 # lowest first; a module may import its own layer and the layers below it
 LAYERS = [
-    ("device", "fileio", "progress", "precision", "errors", "weight_files"),
+    ("device", "fileio", "progress", "precision", "errors", "weight_files", "cpu_memory"),
     ("imaging", "distributed", "lpips_net"),  # lpips_net: the LPIPS network of the loss and of the metrics
     ("quantize",),
     ("checkpoints",),

@@ -7,7 +7,10 @@ measured on the 2-core machine, encoding the demo moving-digit clips spent a qua
 (23,000 page faults per clip). With the threshold at 1 GiB and the heap's trim threshold as high, the freed blocks
 are reused: 0.144 → 0.099 s per clip, the same tokens (``benchmarks/bench_cpu_memory.py``, BENCHMARKS.md).
 
-The cost: a process keeps the memory of its peak until it exits instead of shrinking after it. The commands
+The cost: a process keeps the memory of its peak until it exits instead of shrinking after it, and glibc's
+fragmentation can hold a few large blocks more: a loop that allocates and frees one 128 MiB tensor settles 256 MiB
+above glibc's default resident size after about 10 rounds (the first rounds still fault, until freed blocks
+coalesce; ``tests/test_cpu_memory.py``); in the demo video workloads the high-water mark rose 2–6%. The commands
 (``open-magvit2 …``) and ``make demo-models`` set it when they start; the library does not (an application that
 imports it keeps its allocator as it is) and may call :func:`keep_freed_memory` itself.
 ``OPEN_MAGVIT2_CPU_MEMORY=default`` leaves glibc's defaults. Elsewhere (macOS, Windows, musl) nothing changes.
