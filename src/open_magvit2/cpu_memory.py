@@ -13,10 +13,10 @@ above glibc's default resident size after about 10 rounds (the first rounds stil
 coalesce; ``tests/test_cpu_memory.py``); in the demo video workloads the high-water mark rose 2–6%.
 
 Opt-in: ``OPEN_MAGVIT2_CPU_MEMORY=keep`` makes the commands (``open-magvit2 …``) and ``make demo-models`` set it
-when they start; unset (or ``default``) they leave glibc's defaults. It is not on by default because one CI run of
-the test suite with it on hung in a video DataLoader's forked workers (both waiting on a lock), which forty
-in-process repeats of that test and a rerun of the suite's first third did not reproduce; until that is
-understood a forked worker must not risk it. The library never sets it on its own (an application that imports
+when they start; unset (or ``default``) they leave glibc's defaults. It was the default for a day; a CI hang
+then (forked video DataLoader workers) turned out to be PyAV 18.1.1's threaded frame conversion, not this
+(``data.video_io.frame_to_rgb``), but the change to opt-in stands until longer runs have measured its resident
+memory. The library never sets it on its own (an application that imports
 it keeps its allocator as it is) and may call :func:`keep_freed_memory` itself. Off glibc (macOS, Windows, musl)
 nothing changes.
 No library does this (PyTorch's CPU allocator is plain malloc; jemalloc or tcmalloc would need ``LD_PRELOAD``

@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from open_magvit2.data.sampler import AUGMENT, FolderIndex, check_split, sample_rng, scan_folder
 from open_magvit2.data.stream import BatchStream, IndexedSource, Sample, describe
-from open_magvit2.data.video_io import INSTALL_HINT, VIDEO_SUFFIXES, FrameGeometry, uint8_to_video
+from open_magvit2.data.video_io import INSTALL_HINT, VIDEO_SUFFIXES, FrameGeometry, frame_to_rgb, uint8_to_video
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _window(
             return None  # the seek landed after the window start
         while prev is not None and k * tl.step < t:  # prev is on screen at k · step
             if cached is None:  # convert a decoded frame once, and only if the window shows it
-                cached = geometry.apply(prev.to_ndarray(format="rgb24"))
+                cached = geometry.apply(frame_to_rgb(prev))
             out.append(cached)
             k += 1
             if len(out) == count:
@@ -106,7 +106,7 @@ def _window(
         return None
     end = prev_t + 1 / tl.rate  # the last frame stays on screen for one source frame period
     while k * tl.step < end and len(out) < count:
-        cached = cached if cached is not None else geometry.apply(prev.to_ndarray(format="rgb24"))
+        cached = cached if cached is not None else geometry.apply(frame_to_rgb(prev))
         out.append(cached)
         k += 1
     return (out, None) if len(out) == count else (out, math.ceil(end / tl.step))

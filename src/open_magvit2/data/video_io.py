@@ -13,6 +13,7 @@ it on success, so an interrupted run never leaves a half-written video behind.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +40,23 @@ def _av() -> ModuleType:
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
     return av
+
+
+@functools.cache
+def _rgb_options() -> dict[str, Any]:
+    """Options of ``VideoFrame.to_ndarray`` for RGB: one scaling thread where PyAV has the option. PyAV 18.1.1
+    converts on a swscale thread pool by default (``threads=0``, auto), and in forked DataLoader workers that pool
+    deadlocked (every thread waiting on its condition variable); one thread is plenty for a frame at a time."""
+    try:
+        _av().VideoFrame(16, 16, "yuv420p").to_ndarray(format="rgb24", threads=1)
+    except TypeError:  # an older PyAV: no option, and no thread pool either
+        return {}
+    return {"threads": 1}
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV frame as (H, W, 3) uint8 RGB."""
+    return frame.to_ndarray(format="rgb24", **_rgb_options())
 
 
 def _read_error(path: Path, err: Exception) -> ValueError:
@@ -173,14 +191,14 @@ def iter_frames(
                 t0 = t if t0 is None else t0
                 t -= t0
                 if step is None:
-                    yield geometry.apply(frame.to_ndarray(format="rgb24"))
+                    yield geometry.apply(frame_to_rgb(frame))
                     emitted += 1
                 else:  # the previous frame is on screen for target times in [its time, this frame's time)
                     if prev is not None:
                         while emitted * step < t and (max_frames is None or emitted < max_frames):
                             yield geometry.apply(prev[1])
                             emitted += 1
-                    prev = (t, frame.to_ndarray(format="rgb24"))
+                    prev = (t, frame_to_rgb(frame))
                 if max_frames is not None and emitted >= max_frames:
                     return
         except av.error.FFmpegError as e:
