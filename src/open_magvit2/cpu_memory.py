@@ -16,11 +16,10 @@ Opt-in: ``OPEN_MAGVIT2_CPU_MEMORY=keep`` makes the commands (``open-magvit2 …`
 when they start; unset (or ``default``) they leave glibc's defaults. It was the default for a day; a CI hang
 then (forked video DataLoader workers) turned out to be PyAV 18.1.1's threaded frame conversion, not this
 (``data.video_io.frame_to_rgb``), but the change to opt-in stands until longer runs have measured its resident
-memory. The library never sets it on its own (an application that imports
-it keeps its allocator as it is) and may call :func:`keep_freed_memory` itself. Off glibc (macOS, Windows, musl)
-nothing changes.
+memory. The library never sets it on its own (an application that imports it keeps its allocator as it is) and
+may call :func:`keep_freed_memory` itself. Off glibc (macOS, Windows, musl) nothing changes.
 No library does this (PyTorch's CPU allocator is plain malloc; jemalloc or tcmalloc would need ``LD_PRELOAD``
-before the interpreter starts), hence the few lines here (docs/design.md, "Hand-written").
+before the interpreter starts), hence the few lines here (docs/design.md, "CPU memory").
 """
 
 from __future__ import annotations
