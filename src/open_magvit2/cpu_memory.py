@@ -44,6 +44,12 @@ def requested() -> bool:
     return choice == "keep"
 
 
+def keep_freed_memory_if_requested() -> bool:
+    """What the commands and ``make demo-models`` call first: :func:`keep_freed_memory` when
+    ``OPEN_MAGVIT2_CPU_MEMORY=keep`` (:func:`requested`). Returns whether the thresholds are set."""
+    return requested() and keep_freed_memory()
+
+
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds to 1 GiB for this process (once). Returns whether they are set:
     False off glibc."""

@@ -210,6 +210,7 @@ def test_freeze_names_a_part(tmp_path):
     for bad, words in ((("encodr",), "one of ['encoder', 'decoder']"), (("encoder", "decoder"), "nothing would train")):
         with pytest.raises(ValueError, match=words.replace("[", r"\[")):
             TokenizerTrainConfig(**{**base, "freeze": bad})
+    assert TokenizerTrainConfig(**{**base, "freeze": "encoder"}).freeze == ("encoder",)  # one name, not letters
 
 
 def test_lpips_path(tmp_path, photos):

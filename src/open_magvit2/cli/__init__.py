@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from open_magvit2.cli import demo, evaluate, export, generate, serve, tokenizer, train, video
 from open_magvit2.cli.common import begin_command, remove_created_outputs
-from open_magvit2.cpu_memory import keep_freed_memory, requested
+from open_magvit2.cpu_memory import keep_freed_memory_if_requested
 from open_magvit2.errors import USER_ERRORS, describe_error
 
 _GROUPS = (demo, tokenizer, video, generate, evaluate, train, export, serve)
@@ -45,8 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     begin_command()
     try:
-        if requested():  # OPEN_MAGVIT2_CPU_MEMORY=keep: reuse freed CPU memory (cpu_memory.py)
-            keep_freed_memory()
+        keep_freed_memory_if_requested()  # OPEN_MAGVIT2_CPU_MEMORY=keep (cpu_memory.py)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         remove_created_outputs()

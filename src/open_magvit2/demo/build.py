@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from open_magvit2.checkpoints.hub import DEMO_ROOT, load_pretrained_dir, save_pretrained_dir
-from open_magvit2.cpu_memory import keep_freed_memory, requested
+from open_magvit2.cpu_memory import keep_freed_memory_if_requested
 from open_magvit2.demo import data
 from open_magvit2.demo.data import DEMO_CLIP, DEMO_PHOTO
 from open_magvit2.demo.evaluate import SHIPPED
@@ -330,12 +330,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="bits32 (not in the default): the 2^32-code digits tokenizer and generator, not installed")
     args = ap.parse_args(argv)
     try:
-        keep = requested()  # OPEN_MAGVIT2_CPU_MEMORY=keep, as for the commands (cpu_memory.py): the token set 1.34×
+        keep_freed_memory_if_requested()  # as the commands do (cpu_memory.py): the video token set 1.34×
     except ValueError as e:
         print(f"demo-models: error: {e}", file=sys.stderr)
         return 2
-    if keep:
-        keep_freed_memory()
     torch.manual_seed(0)
     steps = {"data": prepare_data, "image": train_image, "video": train_video, "digits": train_digits,
              "video_digits": train_video_digits, "install": lambda work: install(work, docs=args.docs),

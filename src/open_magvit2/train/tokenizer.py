@@ -89,7 +89,8 @@ class TokenizerTrainConfig:
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "freeze", tuple(self.freeze))
+        names = (self.freeze,) if isinstance(self.freeze, str) else self.freeze  # `freeze: encoder` is one name
+        object.__setattr__(self, "freeze", tuple(names))
         bad = sorted(set(self.freeze) - set(FREEZABLE))
         if bad:
             raise ValueError(f"freeze names parts of the tokenizer, one of {list(FREEZABLE)}; got {bad}")
