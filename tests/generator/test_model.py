@@ -159,3 +159,23 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="factorized_bits"):
         GeneratorConfig(factorized_bits=(6, 0, 12))  # more bad splits: test_multi_subtoken.py
     assert math.isclose(GENERATOR_PRESETS["XL"].sample_cfg_scale[0], 1.75)
+
+
+@pytest.mark.parametrize("length", [2, 3, 4])
+def test_short_causal_attention_equals_sdpa(length):
+    """The intra transformer's written-out attention (a few positions) gives SDPA's causal values and gradients
+    (float64, so only rounding could differ), and the model takes it only where it applies."""
+    from open_magvit2.generator.model import SHORT_CAUSAL, short_causal_attention
+
+    torch.manual_seed(length)
+    q, k, v = (torch.randn(5, 3, length, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    y = short_causal_attention(q, k, v)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert y.dtype == q.dtype and torch.allclose(y, ref, rtol=0, atol=1e-12)
+    assert torch.allclose(y[:, :, 0], v[:, :, 0], atol=1e-12)  # the first position sees only itself
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(y, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert length <= SHORT_CAUSAL
+    bf = short_causal_attention(*(t.detach().bfloat16() for t in (q, k, v)))
+    assert bf.dtype == torch.bfloat16 and torch.allclose(bf.double(), ref, atol=0.05)

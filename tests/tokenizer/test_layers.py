@@ -60,3 +60,21 @@ def test_causal_conv_only_sees_the_past():
     x2[:, :, 3:] += 1.0
     y2 = conv(x2)
     assert torch.equal(y[:, :, :3], y2[:, :, :3]) and not torch.equal(y[:, :, 3:], y2[:, :, 3:])
+
+
+def test_one_frame_equals_the_zero_padded_conv3d_values_and_gradients():
+    """A one-frame clip takes the 2-D path (only the last temporal tap meets data); it must give the zero-padded
+    Conv3d's values and gradients, for 3×3×3 and 1×1×1 kernels, with and without a temporal stride."""
+    torch.manual_seed(0)
+    for kernel, stride, bias in ((3, 1, True), (3, (2, 2, 2), False), (1, 1, False), (3, (2, 1, 1), True)):
+        conv = CausalConv3d(4, 5, kernel, stride=stride, bias=bias).double()
+        x = torch.randn(2, 4, 1, 8, 6, dtype=torch.float64, requires_grad=True)
+        y = conv(x)
+        ref = conv.conv_1(F.pad(x, conv.pad))  # the general path, written out
+        assert y.shape == ref.shape and torch.allclose(y, ref, rtol=0, atol=1e-12), (kernel, stride)
+        g = torch.randn_like(ref)
+        gx, gw = torch.autograd.grad(y, (x, conv.conv_1.weight), g)
+        rx, rw = torch.autograd.grad(ref, (x, conv.conv_1.weight), g)
+        assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gw, rw, atol=1e-12)
+        if conv.conv_1.kernel_size[0] > 1:
+            assert gw[:, :, :-1].abs().max() == 0 and gw[:, :, -1].abs().max() > 0  # the taps over the padding

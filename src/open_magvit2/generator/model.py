@@ -274,6 +274,28 @@ class Linear(nn.Linear):
 # ---------------------------------------------------------------------------------------------------- blocks
 
 
+SHORT_CAUSAL = 4  # causal sequences up to this long (the intra transformer's M sub-tokens) skip the SDPA kernels
+
+
+def short_causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Causal softmax attention over a few positions, written out in float32 (or wider): (B, H, L, hd) →
+    (B, H, L, hd), scale 1/√hd, the result in q's dtype.
+
+    The intra transformer attends over its M sub-tokens (2 for the 6 + 12-bit split) in every one of the B × N
+    rows of a teacher-forced batch. The SDPA kernels run such a batch of tiny sequences as slowly as a long one
+    (CPU flash attention: 60 ms forward + backward for 4,608 × 3 heads × 2 positions, as long as 8 × 3 heads × 577
+    positions); these broadcast products are a few fused element-wise kernels. Same values as SDPA up to float32
+    rounding (tests/generator/test_model.py).
+    """
+    L = q.shape[-2]
+    wide = torch.promote_types(q.dtype, torch.float32)
+    qf, kf, vf = q.to(wide), k.to(wide), v.to(wide)
+    scores = (qf.unsqueeze(-2) * kf.unsqueeze(-3)).sum(-1) * qf.shape[-1] ** -0.5  # (B, H, L, L)
+    future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
+    weights = scores.masked_fill(future, float("-inf")).softmax(-1)
+    return (weights.unsqueeze(-1) * vf.unsqueeze(-3)).sum(-2).to(q.dtype)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with fused ``wqkv`` (rows: q, k, v; heads contiguous), no biases
     (docs/design.md O-33)."""
@@ -303,7 +325,10 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(input_pos, k, v)  # (B, H, max_len, hd): the whole static cache
         causal = cache is None and L > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, H, L, hd), scale 1/√hd
+        if causal and mask is None and L <= SHORT_CAUSAL:
+            y = short_causal_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)  # (B, H, L, hd), 1/√hd
         return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(B, L, D)))
 
 

@@ -31,7 +31,12 @@ def _triple(v: int | tuple[int, ...], dims: int) -> tuple[int, ...]:
 
 class CausalConv3d(nn.Module):
     """Conv3d with zero padding k//2 in H and W, and k_t − 1 frames in front in time (``ConvBlock3D``,
-    docs/design.md O-25)."""
+    docs/design.md O-25).
+
+    A one-frame input (a single frame coded alone: the first frame of image-to-video, single-frame training) sees
+    only zeros under every temporal tap but the last, so it runs as the 2-D convolution with that tap: the same sum
+    without the k_t − 1 products with zero (docs/design.md "One-frame clips"), k_t× fewer operations.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int, int] = 1, *, bias: bool) -> None:
         super().__init__()
@@ -40,7 +45,12 @@ class CausalConv3d(nn.Module):
         self.pad = (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0)  # F.pad order: W, H, T
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
-        return self.conv_1(F.pad(x, self.pad))
+        conv = self.conv_1
+        if x.shape[2] == 1:
+            kh, kw = conv.kernel_size[1:]
+            y = F.conv2d(x[:, :, 0], conv.weight[:, :, -1], conv.bias, conv.stride[1:], (kh // 2, kw // 2))
+            return y.unsqueeze(2)
+        return conv(F.pad(x, self.pad))
 
 
 def conv_nd(dims: int, cin: int, cout: int, kernel: int, stride: int | tuple[int, ...] = 1, *, bias: bool) -> nn.Module:
