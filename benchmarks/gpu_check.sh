@@ -5,7 +5,7 @@
 # docs/training.md. Results go to stdout and, with $OUT set, to $OUT/gpu_check.json (rewritten after each section).
 #
 #   benchmarks/gpu_check.sh             # on a GPU machine
-#   benchmarks/gpu_check.sh --dry-run   # anywhere: CPU, tiny presets (what the test suite runs)
+#   benchmarks/gpu_check.sh --dry-run   # anywhere: CPU, tiny presets (what `make test-slow` runs; run it first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"

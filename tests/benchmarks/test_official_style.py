@@ -38,6 +38,7 @@ def test_official_style_sampler_reproduces_the_greedy_fixture(tiny_transformer, 
     assert torch.equal(pre, io[f"{case}/pre"]) and torch.equal(post, io[f"{case}/post"])
 
 
+@pytest.mark.slow  # 25 s: `make test-slow`; run it before spending a lent GPU's minutes on benchmarks/gpu_check.sh
 def test_gpu_check_dry_run(tmp_path):
     """benchmarks/gpu_check.sh --dry-run (CPU, tiny presets) prints a JSON report with every section filled, and the
     cost table of docs/training.md filled in from it."""

@@ -87,6 +87,7 @@ def test_released_pages_are_reread_from_the_file():
         "model_ema.decoderconv_outweight"])
 
 
+@pytest.mark.slow  # writes and loads a 1.7 GiB file (10 s); the cast and the page release are tested above, small
 def test_ar_b_loads_in_bf16_under_one_and_a_half_times_its_weights(tmp_path):
     """The released AR_256_B key list (458.7 M float32 values, a 1.7 GiB file) loaded with dtype=bf16 in a fresh
     process: peak resident memory above the start < 1.5× the 0.92 GB of bf16 weights (no float32 copy, and the

@@ -104,6 +104,7 @@ def test_video_generator_tokenizer_keeps_up_with_the_digits(vgen):
     assert r["psnr"] == pytest.approx(recorded["psnr"], abs=1.0)  # 10 of its 297 clips
 
 
+@pytest.mark.slow  # 12 s; test_generated_video_digits_are_recognised_and_move measures it on 50 clips
 def test_video_generator_continues_a_held_out_first_frame(vgen):
     s = first_frame_scores(vgen, num_clips=10)
     assert s["frame0_psnr"] >= 24.0 and s["clips_moving"] >= 0.8 and s["frame_accuracy"] >= 0.7, s

@@ -33,9 +33,9 @@ class CausalConv3d(nn.Module):
     """Conv3d with zero padding k//2 in H and W, and k_t − 1 frames in front in time (``ConvBlock3D``,
     docs/design.md O-25).
 
-    A one-frame input (a single frame coded alone: the first frame of image-to-video, single-frame training) sees
-    only zeros under every temporal tap but the last, so it runs as the 2-D convolution with that tap: the same sum
-    without the k_t − 1 products with zero (docs/design.md "One-frame clips"), k_t× fewer operations.
+    A one-frame input (an image through a video tokenizer, single-frame training) sees only zeros under every
+    temporal tap but the last, so it runs as the 2-D convolution with that tap: the same sum without the k_t − 1
+    products with zero (docs/design.md "One-frame clips"), k_t× fewer operations.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int, int] = 1, *, bias: bool) -> None:
