@@ -164,8 +164,8 @@ def test_config_round_trip_and_errors():
 @pytest.mark.parametrize("length", [2, 3, 4])
 def test_short_causal_attention_equals_sdpa(length):
     """The intra transformer's written-out attention (a few positions) gives SDPA's causal values and gradients
-    (float64, so only rounding could differ), and the model takes it only where it applies."""
-    from open_magvit2.generator.model import SHORT_CAUSAL, short_causal_attention
+    (float64, so only rounding could differ)."""
+    from open_magvit2.generator.model import short_causal_attention
 
     torch.manual_seed(length)
     q, k, v = (torch.randn(5, 3, length, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
@@ -176,6 +176,25 @@ def test_short_causal_attention_equals_sdpa(length):
     g = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(y, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g), strict=True):
         assert torch.allclose(a, b, rtol=0, atol=1e-12)
-    assert length <= SHORT_CAUSAL
     bf = short_causal_attention(*(t.detach().bfloat16() for t in (q, k, v)))
     assert bf.dtype == torch.bfloat16 and torch.allclose(bf.double(), ref, atol=0.05)
+
+
+def test_only_the_intra_block_takes_the_short_attention(make_small, monkeypatch):
+    """Teacher forcing routes the intra transformer's 2-position sequences (one call per intra layer) through
+    short_causal_attention and the spatial ones through SDPA; the logits equal those of SDPA everywhere."""
+    import open_magvit2.generator.model as gm
+
+    model = make_small()
+    pre, post, labels = torch.randint(0, 64, (2, 16)), torch.randint(0, 4096, (2, 16)), torch.tensor([1, 3])
+    calls = []
+    real = gm.short_causal_attention
+    monkeypatch.setattr(gm, "short_causal_attention", lambda q, k, v: calls.append(q.shape) or real(q, k, v))
+    with torch.no_grad():
+        ours = model(pre, post, labels)
+        assert [s[-2] for s in calls] == [2] * model.config.n_intra_layers
+        monkeypatch.setattr(gm, "SHORT_CAUSAL", 1)  # SDPA for every sequence
+        ref = model(pre, post, labels)
+    assert len(calls) == model.config.n_intra_layers
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
