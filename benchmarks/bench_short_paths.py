@@ -1,7 +1,7 @@
 """Two shortcuts that skip work whose result is known, against the general path they replace, on the demo video
 build's CPU training steps:
 
-* ``one_frame``: a training step (L1 reconstruction loss, forward and backward, fused Adam) of the moving-digits
+* ``one_frame``: a training step (L1 reconstruction loss, forward and backward, the recipe's Adam) of the moving-digits
   video tokenizer on single frames, as its first stage trains it (``configs/demo/video_digits_tokenizer_frames.yaml``:
   16 one-frame 64 × 64 clips, float32). Baseline: every causal convolution pads k_t − 1 zero frames in front and runs
   the Conv3d (the official ``ConvBlock3D``); ours runs a one-frame input as the 2-D convolution of the last temporal
@@ -62,12 +62,13 @@ def tokenizer_step() -> tuple[Callable[[], float], str]:
     from open_magvit2.demo.data import moving_digits
     from open_magvit2.tokenizer import VideoTokenizer
     from open_magvit2.train.config import load_recipe
+    from open_magvit2.train.optim import adam
     from open_magvit2.train.tokenizer import TokenizerTrainConfig
 
     cfg = load_recipe(TokenizerTrainConfig, CONFIGS / "video_digits_tokenizer_frames.yaml")
     torch.manual_seed(0)
     model = VideoTokenizer(cfg.tokenizer_config()).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    opt = adam(model.parameters(), cfg.optim, cfg.optim.lr)  # the trainer's optimiser for the recipe
     clips, _ = moving_digits("train", 16, seed=0)  # (16, T, 64, 64, 3) uint8
     x = torch.from_numpy(clips[:, :1]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # one frame each
 
@@ -90,13 +91,14 @@ def generator_step(compile: bool) -> tuple[Callable[[], float], str]:
     from open_magvit2.train.config import load_recipe
     from open_magvit2.train.generator import GeneratorTrainConfig
     from open_magvit2.train.generator_arch import resolve_generator_config
+    from open_magvit2.train.optim import adamw
 
     cfg = load_recipe(GeneratorTrainConfig, CONFIGS / "video_generator.yaml")
     grid = SimpleNamespace(grid=(9, 8, 8), bits=10, split=None, num_classes=10)  # the demo token set's shape
     g = resolve_generator_config(cfg.model, cfg.model_args, grid)  # type: ignore[arg-type]
     torch.manual_seed(0)
     model = transformer_for(g).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = adamw(model, cfg.optim)  # the recipe's (weight decay on the matrices only)
     tokens = torch.randint(0, 2 ** sum(g.factorized_bits), (cfg.data.batch_size, g.seq_len))
     labels = torch.randint(0, 10, (cfg.data.batch_size,))
     subs = factorize_indices(tokens, g.factorized_bits)
