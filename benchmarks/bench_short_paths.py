@@ -46,6 +46,7 @@ from open_magvit2.tokenizer import layers  # noqa: E402
 
 CONFIGS = ROOT / "src" / "open_magvit2" / "configs" / "demo"
 NEW_CONV = layers.CausalConv3d.forward
+SHORT_CAUSAL = gen_model.SHORT_CAUSAL  # the package's own threshold, restored for "ours"
 
 
 def padded_conv3d(self: layers.CausalConv3d, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +56,7 @@ def padded_conv3d(self: layers.CausalConv3d, x: torch.Tensor) -> torch.Tensor:
 
 def use(variant: str) -> None:
     layers.CausalConv3d.forward = padded_conv3d if variant == "baseline" else NEW_CONV
-    gen_model.SHORT_CAUSAL = 1 if variant == "baseline" else 4
+    gen_model.SHORT_CAUSAL = 1 if variant == "baseline" else SHORT_CAUSAL
 
 
 def tokenizer_step() -> tuple[Callable[[], float], str]:
